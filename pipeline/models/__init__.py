@@ -1,0 +1,73 @@
+"""The paper's model family: a backbone (cnn3d, cnn2d) composed with a temporal head, by name.
+
+`build_model("cnn3d_gru128", num_classes)` reads as backbone `cnn3d` + head `gru128`; `cnn3d_gru`
+is the paper's model and the default. Input [B, 3, T, H, W] float in [0, 1]; output logits.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from .backbones import BACKBONES
+from .heads import HEADS, build_head
+
+DEFAULT_ARCH = "cnn3d_gru"
+# Short names used by the paper and by our CLI defaults.
+ALIASES = {"cnn3d_gru": "cnn3d_gru128", "cnn3d_lstm": "cnn3d_lstm128", "cnn3d": "cnn3d_none"}
+
+
+# Input centring lives in the model (as buffers, not parameters) so that no caller can pair the
+# weights with other preprocessing. Without it, ReLU networks fed all-positive [0, 1] pixels
+# collapse to the class prior on our data.
+INPUT_MEAN = 0.5
+INPUT_STD = 0.25
+
+
+class ActionClassifier(nn.Module):
+    def __init__(self, backbone: nn.Module, head: nn.Module):
+        super().__init__()
+        self.register_buffer("input_mean", torch.tensor(INPUT_MEAN), persistent=False)
+        self.register_buffer("input_std", torch.tensor(INPUT_STD), persistent=False)
+        self.backbone = backbone
+        self.head = head
+
+    def forward(self, clip: torch.Tensor) -> torch.Tensor:
+        return self.head(self.backbone((clip - self.input_mean) / self.input_std))
+
+
+def list_models() -> list[str]:
+    """Every canonical architecture name, `<backbone>_<head>`."""
+    return [f"{backbone}_{head}" for backbone in BACKBONES for head in HEADS]
+
+
+def canonical_arch(arch: str) -> str:
+    """The canonical name for `arch` (resolving aliases); ValueError naming the choices if unknown."""
+    name = ALIASES.get(arch, arch)
+    if name not in list_models():
+        choices = ", ".join(list_models() + sorted(ALIASES))
+        raise ValueError(f"unknown architecture '{arch}'; choose one of: {choices}")
+    return name
+
+
+def build_model(arch: str, num_classes: int, frames: int = 20, size: int = 64) -> nn.Module:
+    """A fresh model of `arch` for clips of `frames` x `size` x `size`."""
+    backbone_name, head_name = canonical_arch(arch).split("_", 1)
+    backbone_cls = BACKBONES[backbone_name]
+    steps, features = backbone_cls.output_shape(frames, size)
+    if steps < 1 or features < 1:
+        raise ValueError(f"{arch} needs larger clips than {frames} x {size} x {size}")
+    return ActionClassifier(backbone_cls(), build_head(head_name, features, num_classes))
+
+
+def clips_to_tensor(clips: np.ndarray) -> torch.Tensor:
+    """uint8 clips [B, T, H, W, 3] (or one clip [T, H, W, 3]) -> float [B, 3, T, H, W] in [0, 1]."""
+    batch = torch.from_numpy(np.ascontiguousarray(clips))
+    if batch.ndim == 4:
+        batch = batch.unsqueeze(0)
+    return batch.permute(0, 4, 1, 2, 3).float().div_(255.0)
+
+
+def count_parameters(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())

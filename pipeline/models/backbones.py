@@ -1,0 +1,67 @@
+"""Spatial(-temporal) feature extractors: clip [B, 3, T, H, W] -> sequence [B, T', F].
+
+`cnn3d` is the paper's homogeneous 3D CNN (three 3x3x3 conv blocks, 2x2x2 pools, dropout after the
+first block). `cnn2d` applies a 2D CNN of the same widths to each frame independently, so any
+temporal modelling is left to the head.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+WIDTHS = (16, 32, 64)
+
+
+class Cnn3d(nn.Module):
+    def __init__(self, dropout: float = 0.25):
+        super().__init__()
+        self.conv1 = nn.Conv3d(3, WIDTHS[0], kernel_size=3, padding=1)
+        self.pool1 = nn.MaxPool3d(2)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv3d(WIDTHS[0], WIDTHS[1], kernel_size=3, padding=1)
+        self.pool2 = nn.MaxPool3d(2)
+        self.conv3 = nn.Conv3d(WIDTHS[1], WIDTHS[2], kernel_size=3, padding=1)
+        self.pool3 = nn.MaxPool3d(2)
+
+    def forward(self, clip: torch.Tensor) -> torch.Tensor:
+        x = self.dropout(self.pool1(torch.relu(self.conv1(clip))))
+        x = self.pool2(torch.relu(self.conv2(x)))
+        x = self.pool3(torch.relu(self.conv3(x)))  # [B, C, T', H', W']
+        # The paper's Reshape: one feature vector per remaining time step.
+        return x.permute(0, 2, 1, 3, 4).flatten(2)  # [B, T', C*H'*W']
+
+    @staticmethod
+    def output_shape(frames: int, size: int) -> tuple[int, int]:
+        t, s = frames, size
+        for _ in WIDTHS:
+            t, s = t // 2, s // 2
+        return t, WIDTHS[-1] * s * s
+
+
+class Cnn2d(nn.Module):
+    def __init__(self, dropout: float = 0.25):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, WIDTHS[0], kernel_size=3, padding=1)
+        self.dropout = nn.Dropout(dropout)
+        self.conv2 = nn.Conv2d(WIDTHS[0], WIDTHS[1], kernel_size=3, padding=1)
+        self.conv3 = nn.Conv2d(WIDTHS[1], WIDTHS[2], kernel_size=3, padding=1)
+        self.pool = nn.MaxPool2d(2)
+
+    def forward(self, clip: torch.Tensor) -> torch.Tensor:
+        batch, channels, frames, height, width = clip.shape
+        x = clip.permute(0, 2, 1, 3, 4).reshape(batch * frames, channels, height, width)
+        x = self.dropout(self.pool(torch.relu(self.conv1(x))))
+        x = self.pool(torch.relu(self.conv2(x)))
+        x = self.pool(torch.relu(self.conv3(x)))
+        return x.reshape(batch, frames, -1)  # [B, T, C*H'*W']
+
+    @staticmethod
+    def output_shape(frames: int, size: int) -> tuple[int, int]:
+        s = size
+        for _ in WIDTHS:
+            s //= 2
+        return frames, WIDTHS[-1] * s * s
+
+
+BACKBONES = {"cnn3d": Cnn3d, "cnn2d": Cnn2d}

@@ -1,0 +1,92 @@
+"""Checkpoints that carry their own preprocessing: architecture, class names, frames, size, sampling.
+
+Inference reads these from the checkpoint, never from flags that could disagree with how the model
+was trained. Files hold only tensors and plain values and load with `weights_only=True`, so loading
+never unpickles arbitrary objects.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+from . import build_model, canonical_arch
+
+FORMAT = "vidpipe-checkpoint/1"
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    arch: str
+    class_names: tuple[str, ...]
+    frames: int = 20
+    size: int = 64
+    sampling: str = "uniform"  # round(linspace(0, n-1, frames)) over the decoded frames
+    extra: dict = field(default_factory=dict)  # e.g. training metrics; plain values only
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def to_dict(self) -> dict:
+        data = asdict(self)
+        data["class_names"] = list(self.class_names)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict) -> ModelConfig:
+        data = dict(data)
+        data["class_names"] = tuple(data["class_names"])
+        data["arch"] = canonical_arch(data["arch"])
+        return cls(**data)
+
+    def build(self) -> nn.Module:
+        return build_model(self.arch, self.num_classes, self.frames, self.size)
+
+
+class CheckpointError(Exception):
+    """A checkpoint that cannot be read or is not ours; the message is a one-line reason."""
+
+
+def checkpoint_bytes(model: nn.Module, config: ModelConfig) -> bytes:
+    state = {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}
+    buffer = io.BytesIO()
+    torch.save({"format": FORMAT, "config": config.to_dict(), "state_dict": state}, buffer)
+    return buffer.getvalue()
+
+
+def save_checkpoint(model: nn.Module, config: ModelConfig, path: str | os.PathLike) -> None:
+    """Write atomically: a crash mid-write never leaves a half checkpoint at `path`."""
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as handle:
+        handle.write(checkpoint_bytes(model, config))
+    os.replace(tmp, path)
+
+
+def load_checkpoint(source: str | os.PathLike | bytes) -> tuple[nn.Module, ModelConfig]:
+    """(model in eval mode, its config) from a file path or the bytes of one."""
+    try:
+        handle = io.BytesIO(source) if isinstance(source, bytes) else os.fspath(source)
+        payload = torch.load(handle, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"checkpoint not found: {source}") from None
+    except Exception as exc:  # torch raises several types for foreign or corrupt files
+        raise CheckpointError(f"not a readable checkpoint: {type(exc).__name__}") from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CheckpointError("not a vidpipe checkpoint (missing format marker)")
+    config = ModelConfig.from_dict(payload["config"])
+    model = config.build()
+    model.load_state_dict(payload["state_dict"])
+    model.eval()
+    return model, config
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    """The bare model inside DistributedDataParallel (so keys carry no `module.` prefix)."""
+    return getattr(model, "module", model)

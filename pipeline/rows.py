@@ -1,0 +1,114 @@
+"""Prediction rows: the Parquet schema analysts read, and the functions that build its rows.
+
+One row per (video, segment); an unreadable video gets exactly one row with status 'error'.
+The schema is the contract in DESIGN.md; every writer goes through `PREDICTION_SCHEMA`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+import numpy as np
+import pyarrow as pa
+
+TOP_K = 5
+
+PREDICTION_SCHEMA = pa.schema([
+    ("video_uri", pa.string()),
+    ("video_etag", pa.string()),
+    ("video_bytes", pa.int64()),
+    ("segment", pa.int32()),
+    ("start_s", pa.float64()),
+    ("end_s", pa.float64()),
+    ("label", pa.string()),
+    ("label_index", pa.int32()),
+    ("score", pa.float32()),
+    ("top_labels", pa.list_(pa.string())),
+    ("top_scores", pa.list_(pa.float32())),
+    ("duration_s", pa.float64()),
+    ("fps", pa.float64()),
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("model_name", pa.string()),
+    ("model_version", pa.string()),
+    ("mlflow_run_id", pa.string()),
+    ("status", pa.string()),
+    ("error", pa.string()),
+    ("processed_at", pa.timestamp("us", tz="UTC")),
+])
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """Which model wrote a row."""
+
+    model_name: str
+    model_version: str
+    mlflow_run_id: str | None = None
+
+
+def prediction_row(video: dict, segment: dict, probs: np.ndarray, class_names: tuple[str, ...],
+                   lineage: Lineage, top_k: int = TOP_K) -> dict:
+    """An 'ok' row. `video` has uri/etag/bytes/duration_s/fps/width/height; `segment` has
+    index/start_s/end_s; `probs` are the class probabilities for that segment."""
+    order = np.argsort(-probs, kind="stable")[: min(top_k, len(class_names))]
+    best = int(order[0])
+    return {
+        **_video_columns(video),
+        "segment": segment["index"],
+        "start_s": segment["start_s"],
+        "end_s": segment["end_s"],
+        "label": class_names[best],
+        "label_index": best,
+        "score": float(probs[best]),
+        "top_labels": [class_names[i] for i in order],
+        "top_scores": [float(probs[i]) for i in order],
+        "duration_s": video["duration_s"],
+        "fps": video["fps"],
+        "width": video["width"],
+        "height": video["height"],
+        **_lineage_columns(lineage),
+        "status": "ok",
+        "error": None,
+        "processed_at": datetime.now(timezone.utc),
+    }
+
+
+def error_row(video: dict, reason: str, lineage: Lineage) -> dict:
+    """The one row an unreadable video gets: segment 0, no prediction, the reason."""
+    return {
+        **_video_columns(video),
+        "segment": 0,
+        "start_s": None,
+        "end_s": None,
+        "label": None,
+        "label_index": None,
+        "score": None,
+        "top_labels": None,
+        "top_scores": None,
+        "duration_s": None,
+        "fps": None,
+        "width": None,
+        "height": None,
+        **_lineage_columns(lineage),
+        "status": "error",
+        "error": reason,
+        "processed_at": datetime.now(timezone.utc),
+    }
+
+
+def rows_to_table(rows: list[dict]) -> pa.Table:
+    return pa.Table.from_pylist(rows, schema=PREDICTION_SCHEMA)
+
+
+def _video_columns(video: dict) -> dict:
+    return {"video_uri": video["uri"], "video_etag": video["etag"], "video_bytes": video["bytes"]}
+
+
+def _lineage_columns(lineage: Lineage) -> dict:
+    return {
+        "model_name": lineage.model_name,
+        "model_version": lineage.model_version,
+        "mlflow_run_id": lineage.mlflow_run_id,
+    }

@@ -1,0 +1,76 @@
+"""Test videos made on the spot with the real ffmpeg: index-coded clips and every kind of bad input."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+from pipeline.frames import ffmpeg_exe
+from pipeline.synthetic import encode_h264
+
+
+def run_ffmpeg(*args: str) -> None:
+    subprocess.run([ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *args], check=True)
+
+
+def index_frames(count: int, height: int = 48, width: int = 64) -> np.ndarray:
+    """Uniform frames whose colour encodes their index: R = i % 256, G = i // 256."""
+    frames = np.zeros((count, height, width, 3), np.uint8)
+    frames[..., 0] = (np.arange(count) % 256)[:, None, None]
+    frames[..., 1] = (np.arange(count) // 256)[:, None, None]
+    return frames
+
+
+def decode_index(clip: np.ndarray) -> np.ndarray:
+    """The frame index each sampled frame carries (see `index_frames`)."""
+    means = clip.reshape(len(clip), -1, 3).mean(axis=1)
+    return np.round(means[:, 0]).astype(int) + 256 * np.round(means[:, 1]).astype(int)
+
+
+def write_lossless_index_video(path: Path, count: int, fps: int = 25) -> Path:
+    """An FFV1/MKV video (lossless) of `index_frames(count)`."""
+    frames = index_frames(count)
+    _, height, width, _ = frames.shape
+    cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo",
+           "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-framerate", str(fps), "-i", "pipe:0",
+           "-c:v", "ffv1", "-pix_fmt", "bgr0", str(path)]
+    subprocess.run(cmd, input=frames.tobytes(), check=True)
+    return path
+
+
+def write_h264(path: Path, frames: np.ndarray, fps: int = 25) -> Path:
+    path.write_bytes(encode_h264(frames, fps))
+    return path
+
+
+def write_testsrc(path: Path, seconds: float, size: str = "128x96", fps: int = 25,
+                  faststart: bool = False) -> Path:
+    """An H.264 MP4 of ffmpeg's test pattern; `faststart` puts the index at the front."""
+    extra = ["-movflags", "+faststart"] if faststart else []
+    run_ffmpeg("-f", "lavfi", "-i", f"testsrc=size={size}:rate={fps}:duration={seconds}",
+               "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", *extra, str(path))
+    return path
+
+
+def write_bad_inputs(folder: Path) -> dict[str, Path]:
+    """One file of each bad kind, named by kind, all with a video extension."""
+    folder.mkdir(parents=True, exist_ok=True)
+    good = write_testsrc(folder / "_good.mp4.src", 2)
+    data = good.read_bytes()
+    good.unlink()
+    bad = {
+        "empty": folder / "empty.mp4",
+        "random_bytes": folder / "random_bytes.mp4",
+        "text": folder / "text.mp4",
+        "truncated": folder / "truncated.mp4",
+        "audio_only": folder / "audio_only.mp4",
+    }
+    bad["empty"].write_bytes(b"")
+    bad["random_bytes"].write_bytes(np.random.default_rng(0).integers(0, 256, 50_000, np.uint8).tobytes())
+    bad["text"].write_text("this is not a video\n" * 200)
+    bad["truncated"].write_bytes(data[: len(data) // 2])  # the moov index at the end is lost
+    run_ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:duration=1", "-c:a", "aac", "-f", "mp4",
+               str(bad["audio_only"]))
+    return bad
