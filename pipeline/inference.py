@@ -7,36 +7,17 @@ prediction rows, and `classify_sequential` chains them in one process.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import pyarrow.parquet as pq
 import torch
-from torch import nn
 
 from .frames import VideoDecodeError, sample_segments
-from .models.checkpoint import ModelConfig, load_checkpoint
-from .rows import Lineage, error_row, prediction_row, rows_to_table
+from .model_store import LoadedModel, load_model
+from .rows import error_row, prediction_row, rows_to_table
 from .storage import VideoObject, filesystem, list_videos, read_bytes
-
-
-@dataclass
-class LoadedModel:
-    model: nn.Module
-    config: ModelConfig
-    lineage: Lineage
-
-
-def load_model(ref: str) -> LoadedModel:
-    """A model from a local checkpoint path. Lineage: its architecture and a content hash."""
-    with open(ref, "rb") as handle:
-        data = handle.read()
-    model, config = load_checkpoint(data)
-    version = "sha256:" + hashlib.sha256(data).hexdigest()[:16]
-    return LoadedModel(model, config, Lineage(config.arch, version))
 
 
 def video_record(video: VideoObject) -> dict:
@@ -88,10 +69,10 @@ class Classifier:
 
 def classify_sequential(input_uri: str, output_path: str, model_ref: str,
                         window_seconds: float | None = None, batch_size: int = 16,
-                        endpoint_url: str | None = None) -> dict:
+                        endpoint_url: str | None = None, mlflow_uri: str | None = None) -> dict:
     """The plain one-process loop: list, decode, classify, write one Parquet file."""
     started = time.perf_counter()
-    classifier = Classifier(load_model(model_ref))
+    classifier = Classifier(load_model(model_ref, mlflow_uri))
     config = classifier.config
     rows, pending = [], []
     videos = list_videos(input_uri, endpoint_url)

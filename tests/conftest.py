@@ -1,4 +1,7 @@
-"""Shared fixtures: generated videos and corpora (session-scoped, made once per run)."""
+"""Shared fixtures: generated videos and corpora, and one Ray per test session.
+
+Fixtures that start services live in tests/fixtures/ and are registered in `pytest_plugins`.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +16,8 @@ from videos import write_bad_inputs  # noqa: E402
 
 from pipeline.synthetic import make_corpus  # noqa: E402
 
+pytest_plugins: list[str] = []
+
 
 @pytest.fixture(scope="session")
 def bad_videos(tmp_path_factory) -> dict[str, Path]:
@@ -25,3 +30,15 @@ def motion_corpus(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("corpus")
     make_corpus(str(root), per_class=12, groups=4, seed=11)
     return root
+
+
+@pytest.fixture(scope="session")
+def ray_local():
+    """One in-process Ray (2 CPUs) shared by every test that needs Ray; start-up costs 5-15 s."""
+    import ray
+
+    from pipeline.ray_runtime import ensure_ray
+
+    ensure_ray(num_cpus=2)
+    yield ray
+    ray.shutdown()
