@@ -32,7 +32,8 @@ MIN_DECODED_SHARE = 0.9
 # Demuxers that ffmpeg happily "decodes" but that are not videos: still images, and text files
 # (the tty demuxer renders any text as ANSI art).
 _NOT_VIDEO_DEMUXERS = {
-    "tty": "a text file",
+    "tty": "a text file", "bin": "a text file", "xbin": "a text file", "adf": "a text file",
+    "idf": "a text file",
     "image2": "a still image", "png_pipe": "a still image", "jpeg_pipe": "a still image",
     "bmp_pipe": "a still image", "webp_pipe": "a still image", "tiff_pipe": "a still image",
 }
@@ -196,7 +197,7 @@ class _local_path:
     def __enter__(self) -> str:
         source = self._source
         if isinstance(source, (bytes, bytearray, memoryview)):
-            return self._to_temp(bytes(source), ".bin")
+            return self._to_temp(bytes(source), ".video")
         text = os.fspath(source)
         if "://" in text and not text.startswith("file://"):
             return self._to_temp(_read_remote(text), Path(text).suffix)

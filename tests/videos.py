@@ -57,9 +57,9 @@ def write_testsrc(path: Path, seconds: float, size: str = "128x96", fps: int = 2
 def write_bad_inputs(folder: Path) -> dict[str, Path]:
     """One file of each bad kind, named by kind, all with a video extension."""
     folder.mkdir(parents=True, exist_ok=True)
-    good = write_testsrc(folder / "_good.mp4.src", 2)
-    data = good.read_bytes()
-    good.unlink()
+    source = folder.parent / f"{folder.name}-source.mp4"  # outside the folder: only bad files in it
+    data = write_testsrc(source, 2).read_bytes()
+    source.unlink()
     bad = {
         "empty": folder / "empty.mp4",
         "random_bytes": folder / "random_bytes.mp4",

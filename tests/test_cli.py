@@ -1,0 +1,57 @@
+"""The `vidpipe` command as a user runs it: help, one-line errors, exit codes, JSON summaries."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+VIDPIPE = str(Path(sys.executable).parent / "vidpipe")
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([VIDPIPE, *args], capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("args", [["--help"], ["make-corpus", "--help"], ["train", "--help"],
+                                  ["classify", "--help"]])
+def test_help_exits_zero(args):
+    done = run(*args)
+    assert done.returncode == 0 and "usage: vidpipe" in done.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["classify", "in", "out"], "--model"),
+    (["make-corpus", "out", "--classes", "Dance"], "invalid choice"),
+    (["make-corpus", "out", "--per-class", "0"], "must be >= 1"),
+    (["train", "data", "--out", "m.pt", "--arch", "cnn4d"], "unknown architecture"),
+    (["frobnicate"], "invalid choice"),
+    ([], "required"),
+])
+def test_bad_usage_is_one_line_and_exit_2(args, message):
+    done = run(*args)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and message in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_unreadable_input_is_one_line_and_exit_1(tmp_path: Path):
+    for args in (["train", str(tmp_path / "missing"), "--out", str(tmp_path / "m.pt")],
+                 ["classify", str(tmp_path), str(tmp_path / "out.parquet"),
+                  "--model", str(tmp_path / "missing.pt")]):
+        done = run(*args)
+        assert done.returncode == 1, done.stderr
+        assert done.stderr.startswith("vidpipe: error: ") and done.stderr.count("\n") == 1
+        assert "Traceback" not in done.stderr
+
+
+def test_make_corpus_prints_a_json_summary(tmp_path: Path):
+    done = run("make-corpus", str(tmp_path / "c"), "--classes", "MoveLeft", "RotateCW",
+               "--per-class", "2", "--groups", "2", "--json")
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["videos"] == 4 and summary["classes"] == ["MoveLeft", "RotateCW"]
+    assert len(list((tmp_path / "c").glob("*/v_*_g0?_c0?.mp4"))) == 4

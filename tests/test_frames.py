@@ -1,0 +1,140 @@
+"""Frame sampling and probing with the real ffmpeg on real encoded videos."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from videos import (decode_index, index_frames, write_h264, write_lossless_index_video,
+                    write_testsrc)
+
+from pipeline.frames import (VideoDecodeError, decode_frames, probe, sample_clip, sample_indices,
+                             sample_segments)
+
+
+@pytest.mark.parametrize("count", [1, 7, 20, 57, 300])
+def test_sampled_frames_are_uniform_over_all_decoded_frames(tmp_path: Path, count: int):
+    video = write_lossless_index_video(tmp_path / f"index{count}.mkv", count)
+    clip = sample_clip(video, num_frames=20, size=(32, 48))
+    expected = np.round(np.linspace(0, count - 1, 20)).astype(int)
+    assert decode_index(clip).tolist() == expected.tolist()
+    assert clip.shape == (20, 32, 48, 3) and clip.dtype == np.uint8
+
+
+def test_short_video_repeats_frames_first_and_last_included(tmp_path: Path):
+    video = write_lossless_index_video(tmp_path / "short.mkv", 5)
+    indices = decode_index(sample_clip(video, num_frames=20))
+    assert indices[0] == 0 and indices[-1] == 4
+    assert sorted(set(indices.tolist())) == [0, 1, 2, 3, 4]
+
+
+def test_h264_mp4_from_path_uri_and_bytes_give_the_same_clip(tmp_path: Path):
+    # Gray levels 8 apart survive lossy H.264, so the indices can still be read back.
+    frames = np.repeat((np.arange(30) * 8).astype(np.uint8)[:, None, None, None], 3, axis=3)
+    frames = np.broadcast_to(frames, (30, 48, 64, 3)).copy()
+    video = write_h264(tmp_path / "gray.mp4", frames)
+    from_path = sample_clip(video, num_frames=10)
+    from_uri = sample_clip(f"file://{video}")
+    from_bytes = sample_clip(video.read_bytes(), num_frames=10)
+    assert np.array_equal(from_path, from_bytes)
+    assert from_uri.shape == (20, 64, 64, 3)
+    read_back = np.round(from_path[..., 0].mean(axis=(1, 2)) / 8).astype(int)
+    assert read_back.tolist() == np.round(np.linspace(0, 29, 10)).astype(int).tolist()
+
+
+def test_sample_indices_is_the_documented_formula():
+    assert sample_indices(100, 20).tolist() == np.round(np.linspace(0, 99, 20)).astype(int).tolist()
+    assert sample_indices(1, 3).tolist() == [0, 0, 0]
+    with pytest.raises(ValueError):
+        sample_indices(0, 20)
+
+
+def test_probe_reports_stream_facts(tmp_path: Path):
+    video = write_testsrc(tmp_path / "probe me.mp4", seconds=2, size="160x120", fps=25)
+    info = probe(video)
+    assert (info.codec, info.width, info.height, info.fps, info.num_frames) == ("h264", 160, 120, 25.0, 50)
+    assert info.duration_s == pytest.approx(2.0)
+    decoded_info, frames = decode_frames(video, size=(24, 32))
+    assert decoded_info == info and frames.shape == (50, 24, 32, 3)
+
+
+def test_windows_are_consecutive_with_exact_bounds(tmp_path: Path):
+    video = write_lossless_index_video(tmp_path / "long.mkv", 250, fps=25)  # 10 s
+    info, segments = sample_segments(video, num_frames=4, window_seconds=3.0)
+    assert [s.index for s in segments] == [0, 1, 2, 3]
+    assert [(s.start_s, s.end_s) for s in segments] == [(0.0, 3.0), (3.0, 6.0), (6.0, 9.0), (9.0, 10.0)]
+    # Each window samples only its own frames, first and last included.
+    assert decode_index(segments[0].clip).tolist() == [0, 25, 49, 74]
+    assert decode_index(segments[3].clip).tolist() == [225, 233, 241, 249]
+    _, whole = sample_segments(video, num_frames=4, window_seconds=60)
+    assert len(whole) == 1 and (whole[0].start_s, whole[0].end_s) == (0.0, 10.0)
+
+
+@pytest.mark.parametrize("kind", ["empty", "random_bytes", "text", "truncated", "audio_only"])
+def test_bad_inputs_raise_video_decode_error_with_a_reason(bad_videos, kind):
+    with pytest.raises(VideoDecodeError) as caught:
+        sample_clip(bad_videos[kind])
+    reason = str(caught.value)
+    assert reason and "\n" not in reason
+    with pytest.raises(VideoDecodeError):
+        sample_clip(bad_videos[kind].read_bytes())
+
+
+def test_specific_reasons(bad_videos, tmp_path: Path):
+    def reason(source):
+        with pytest.raises(VideoDecodeError) as caught:
+            sample_clip(source)
+        return str(caught.value)
+
+    assert "empty" in reason(bad_videos["empty"])
+    assert "no video stream" in reason(bad_videos["audio_only"])
+    assert "moov atom not found" in reason(bad_videos["truncated"])
+    assert reason(bad_videos["text"]).startswith("ffmpeg: ")  # opened as MP4 because of its name
+    notes = tmp_path / "notes.txt"
+    notes.write_text("plain text that ffmpeg would render as a video\n" * 50)
+    assert "not a video: a text file" in reason(notes)
+    assert "cannot read" in reason(tmp_path / "missing.mp4")
+    assert "cannot read" in reason(tmp_path)  # a folder is not a readable file
+
+
+def test_truncated_faststart_video_is_rejected_not_half_decoded(tmp_path: Path):
+    good = write_testsrc(tmp_path / "fast.mp4", seconds=4, faststart=True)
+    data = good.read_bytes()
+    cut = tmp_path / "cut.mp4"
+    cut.write_bytes(data[: len(data) // 2])  # index intact, half the frames gone
+    with pytest.raises(VideoDecodeError, match="truncated or corrupt"):
+        sample_clip(cut)
+
+
+def _zombie_children() -> list[int]:
+    zombies = []
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] == "Z" and int(fields[1]) == os.getpid():
+                zombies.append(int(pid))
+    return zombies
+
+
+def test_timeout_kills_ffmpeg_and_leaves_no_zombies(tmp_path: Path):
+    video = write_testsrc(tmp_path / "slow.mp4", seconds=20, size="640x480", fps=30)
+    started = time.perf_counter()
+    with pytest.raises(VideoDecodeError, match="timed out"):
+        sample_clip(video, timeout_s=0.05)
+    assert time.perf_counter() - started < 5
+    for bad in ("empty", "random_bytes"):
+        try:
+            sample_clip(tmp_path / bad)
+        except VideoDecodeError:
+            pass
+    assert _zombie_children() == []
+
+
+def test_index_frames_helper_roundtrip():
+    assert decode_index(index_frames(600)).tolist() == list(range(600))

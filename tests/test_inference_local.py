@@ -1,0 +1,54 @@
+"""The sequential classify loop: rows in the DESIGN.md schema, error rows, lineage, DuckDB-readable."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from pipeline.frames import sample_clip
+from pipeline.inference import classify_sequential
+from pipeline.models import clips_to_tensor
+from pipeline.models.checkpoint import ModelConfig, load_checkpoint, save_checkpoint
+from pipeline.rows import PREDICTION_SCHEMA
+
+
+def test_sequential_classify_writes_schema_rows_and_error_rows(motion_corpus, bad_videos, tmp_path):
+    inputs = tmp_path / "in"
+    shutil.copytree(motion_corpus / "MoveLeft", inputs / "good")
+    shutil.copytree(next(iter(bad_videos.values())).parent, inputs / "bad")
+    torch.manual_seed(0)
+    config = ModelConfig("cnn3d_gru32", ("MoveDown", "MoveLeft", "MoveRight", "MoveUp"))
+    save_checkpoint(config.build(), config, tmp_path / "model.pt")
+
+    summary = classify_sequential(str(inputs), str(tmp_path / "out" / "p.parquet"),
+                                  str(tmp_path / "model.pt"))
+    table = pq.read_table(tmp_path / "out" / "p.parquet")
+    assert table.schema == PREDICTION_SCHEMA
+    assert summary["videos"] == 12 + len(bad_videos) and summary["errors"] == len(bad_videos)
+
+    rows = {Path(r["video_uri"]).name: r for r in table.to_pylist()}
+    for kind in bad_videos:
+        row = rows[f"{kind}.mp4"]
+        assert row["status"] == "error" and row["error"] and row["label"] is None
+    model, _ = load_checkpoint(tmp_path / "model.pt")
+    good = sorted((inputs / "good").iterdir())
+    with torch.no_grad():
+        expected = torch.softmax(model(clips_to_tensor(np.stack([sample_clip(p) for p in good]))), 1)
+    for path, probs in zip(good, expected.numpy()):
+        row = rows[path.name]
+        assert row["status"] == "ok" and row["error"] is None and row["segment"] == 0
+        assert row["label"] == config.class_names[int(probs.argmax())]
+        assert np.isclose(row["score"], probs.max(), atol=1e-5)
+        assert row["top_labels"][0] == row["label"] and len(row["top_scores"]) == 4
+        assert row["model_name"] == "cnn3d_gru32" and row["model_version"].startswith("sha256:")
+        assert row["video_etag"] and row["video_bytes"] == path.stat().st_size
+        assert row["width"] > 0 and row["fps"] > 0 and row["end_s"] == row["duration_s"]
+
+    counts = duckdb.sql(f"select status, count(*) from read_parquet('{tmp_path}/out/*.parquet') "
+                        "group by 1 order by 1").fetchall()
+    assert counts == [("error", len(bad_videos)), ("ok", 12)]
