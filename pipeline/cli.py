@@ -14,6 +14,7 @@ from collections.abc import Callable
 from . import synthetic
 from .corpus import CorpusError, read_corpus, split_by_group
 from .frames import VideoDecodeError
+from .inference import TooManyErrors
 from .models import DEFAULT_ARCH, canonical_arch
 from .models.checkpoint import CheckpointError, ModelConfig, save_checkpoint
 
@@ -27,8 +28,8 @@ class JobFailed(Exception):
 
 
 # Errors that are the user's input, reported as one line; anything else is a bug and keeps its traceback.
-EXPECTED_ERRORS = (VideoDecodeError, CorpusError, CheckpointError, JobFailed, FileNotFoundError,
-                   PermissionError, ValueError)
+EXPECTED_ERRORS = (VideoDecodeError, CorpusError, CheckpointError, JobFailed, TooManyErrors,
+                   FileNotFoundError, PermissionError, ValueError)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -66,13 +67,21 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(train)
     train.set_defaults(run=_train)
 
-    classify = subcommands.add_parser("classify", help="classify every video under INPUT into Parquet")
+    classify = subcommands.add_parser(
+        "classify", help="classify every video under INPUT with Ray Data into Parquet files in OUTPUT")
     classify.add_argument("input", help="folder, file or URI (s3://bucket/prefix) of videos")
-    classify.add_argument("output", help="Parquet file to write")
-    classify.add_argument("--model", required=True, help="checkpoint path")
+    classify.add_argument("output", help="folder or URI for the Parquet files")
+    classify.add_argument("--model", required=True,
+                          help="REF: checkpoint path, models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model")
     classify.add_argument("--window-seconds", type=_positive_float, default=None,
                           help="cut longer videos into consecutive windows of this length")
+    classify.add_argument("--batch-size", type=_positive_int, default=16, help="clips per model call")
+    classify.add_argument("--num-actors", type=_positive_int, default=None,
+                          help="classifier actors (default: half the cluster's CPUs, or one per GPU)")
+    classify.add_argument("--error-threshold", type=_fraction, default=0.5,
+                          help="fail (exit 1, after writing) when more than this share of videos is unreadable")
     _add_common(classify)
+    _add_cluster(classify)
     classify.set_defaults(run=_classify)
     return parser
 
@@ -143,11 +152,13 @@ def _train(args) -> dict:
 
 
 def _classify(args) -> dict:
-    from .inference import classify_sequential
+    from .inference import classify
 
     say = _reporter(args)
-    summary = classify_sequential(args.input, args.output, args.model, args.window_seconds,
-                                  endpoint_url=args.s3_endpoint_url)
+    summary = classify(args.input, args.output, args.model, window_seconds=args.window_seconds,
+                       batch_size=args.batch_size, num_actors=args.num_actors,
+                       error_threshold=args.error_threshold, endpoint_url=args.s3_endpoint_url,
+                       mlflow_uri=args.mlflow_uri, ray_address=args.ray_address)
     say(f"{summary['videos']} videos, {summary['segments']} segments, {summary['errors']} errors "
         f"in {summary['wall_s']:.1f}s ({summary['videos_per_s']:.2f} videos/s) -> {summary['output']}")
     return summary
@@ -160,6 +171,13 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     parser.add_argument("--s3-endpoint-url", default=None,
                         help="S3 endpoint (default: AWS_ENDPOINT_URL; credentials: the AWS chain)")
+
+
+def _add_cluster(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--ray-address", default=None,
+                        help="Ray cluster ('auto' or host:port; default RAY_ADDRESS, else a local Ray)")
+    parser.add_argument("--mlflow-uri", default=None,
+                        help="MLflow tracking URI (default MLFLOW_TRACKING_URI, else ./mlflow.db)")
 
 
 def _reporter(args) -> Callable[[str], None]:
@@ -183,6 +201,13 @@ def _positive_float(text: str) -> float:
     value = float(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
     return value
 
 
