@@ -5,6 +5,7 @@ Fixtures that start services live in tests/fixtures/ and are registered in `pyte
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -16,7 +17,13 @@ from videos import write_bad_inputs  # noqa: E402
 
 from pipeline.synthetic import make_corpus  # noqa: E402
 
-pytest_plugins: list[str] = []
+pytest_plugins = ["fixtures.s3"]
+
+# The AWS credential chain of the test session: dummy keys for the loopback S3 server, set before
+# any Ray worker starts so that workers inherit them as they would a node's credentials.
+os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing-key-id")
+os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing-secret")
+os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
 
 @pytest.fixture(scope="session")

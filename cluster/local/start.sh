@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # A real two-node Ray cluster on loopback: a head and one worker node, each with its own CPUs.
-# Ports and CPUs come from the environment; token auth stays on (Ray 2.60's default).
+# Ports, CPUs and the temp dir come from the environment; token auth stays on (Ray 2.60's
+# default). The cluster's own temp dir lets stop.sh end exactly this cluster and nothing else.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/../.." && pwd)"
 RAY="${RAY:-$here/.venv/bin/ray}"
 GCS_PORT="${VIDPIPE_GCS_PORT:-6390}"
 DASHBOARD_PORT="${VIDPIPE_DASHBOARD_PORT:-8275}"
-HEAD_CPUS="${VIDPIPE_HEAD_CPUS:-1}"
-WORKER_CPUS="${VIDPIPE_WORKER_CPUS:-1}"
+TEMP_DIR="${VIDPIPE_RAY_TEMP:-/tmp/vidpipe-ray-$GCS_PORT}"
 
-"$RAY" start --head --node-ip-address 127.0.0.1 --port "$GCS_PORT" --num-cpus "$HEAD_CPUS" \
+"$RAY" start --head --node-ip-address 127.0.0.1 --port "$GCS_PORT" \
+    --num-cpus "${VIDPIPE_HEAD_CPUS:-1}" --temp-dir "$TEMP_DIR" \
     --include-dashboard true --dashboard-host 127.0.0.1 --dashboard-port "$DASHBOARD_PORT" \
     --disable-usage-stats
 RAY_AUTH_MODE=token "$RAY" start --address "127.0.0.1:$GCS_PORT" --node-ip-address 127.0.0.1 \
-    --num-cpus "$WORKER_CPUS" --disable-usage-stats
+    --num-cpus "${VIDPIPE_WORKER_CPUS:-1}" --disable-usage-stats
 echo "cluster up: RAY_ADDRESS=127.0.0.1:$GCS_PORT, jobs at http://127.0.0.1:$DASHBOARD_PORT"
