@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import duckdb
@@ -125,13 +126,18 @@ def test_job_submitted_to_a_two_node_cluster_runs_on_both_nodes(motion_corpus, c
     try:
         subprocess.run(["bash", str(ROOT / "cluster/local/start.sh")], env=env, check=True,
                        capture_output=True, timeout=180)
-        done = subprocess.run(
-            [ray, "job", "submit", "--address", f"http://127.0.0.1:{env['VIDPIPE_DASHBOARD_PORT']}",
-             "--working-dir", str(ROOT), "--runtime-env-json",
-             json.dumps({"excludes": [".venv", ".git", "demo-output", "*.db", "mlruns"]}),
-             "--", sys.executable, "jobs/batch_classify.py", str(motion_corpus), str(output),
-             "--model", str(checkpoint), "--num-actors", "2", "--json"],
-            env=env, capture_output=True, text=True, timeout=600)
+        submit = [ray, "job", "submit", "--address",
+                  f"http://127.0.0.1:{env['VIDPIPE_DASHBOARD_PORT']}", "--working-dir", str(ROOT),
+                  "--runtime-env-json",
+                  json.dumps({"excludes": [".venv", ".git", "demo-output", "*.db", "mlruns"]}),
+                  "--", sys.executable, "jobs/batch_classify.py", str(motion_corpus), str(output),
+                  "--model", str(checkpoint), "--num-actors", "2", "--json"]
+        deadline = time.time() + 90
+        while True:  # the head's job agent comes up a few seconds after `ray start` returns
+            done = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=600)
+            if "No available agent" not in done.stderr or time.time() > deadline:
+                break
+            time.sleep(3)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
         summary = next(json.loads(line) for line in reversed(done.stdout.splitlines())
                        if line.startswith("{"))
