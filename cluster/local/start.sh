@@ -9,10 +9,19 @@ GCS_PORT="${VIDPIPE_GCS_PORT:-6390}"
 DASHBOARD_PORT="${VIDPIPE_DASHBOARD_PORT:-8275}"
 TEMP_DIR="${VIDPIPE_RAY_TEMP:-/tmp/vidpipe-ray-$GCS_PORT}"
 
+# Every node's agents get free ports: the fixed defaults (52365 and friends) are often held by
+# another Ray on the same machine (an in-process test Ray, a second node), and an agent that cannot
+# bind leaves the head without a job agent ("No available agent to submit job").
+free_port() { "$here/.venv/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+agent_ports() {
+    echo --dashboard-agent-listen-port "$(free_port)" --dashboard-agent-grpc-port "$(free_port)" \
+        --runtime-env-agent-port "$(free_port)" --metrics-export-port "$(free_port)"
+}
+
 "$RAY" start --head --node-ip-address 127.0.0.1 --port "$GCS_PORT" \
     --num-cpus "${VIDPIPE_HEAD_CPUS:-1}" --temp-dir "$TEMP_DIR" \
     --include-dashboard true --dashboard-host 127.0.0.1 --dashboard-port "$DASHBOARD_PORT" \
-    --disable-usage-stats
+    --ray-client-server-port "$(free_port)" $(agent_ports) --disable-usage-stats
 RAY_AUTH_MODE=token "$RAY" start --address "127.0.0.1:$GCS_PORT" --node-ip-address 127.0.0.1 \
-    --num-cpus "${VIDPIPE_WORKER_CPUS:-1}" --disable-usage-stats
+    --num-cpus "${VIDPIPE_WORKER_CPUS:-1}" $(agent_ports) --disable-usage-stats
 echo "cluster up: RAY_ADDRESS=127.0.0.1:$GCS_PORT, jobs at http://127.0.0.1:$DASHBOARD_PORT"
