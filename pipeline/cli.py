@@ -12,11 +12,12 @@ import sys
 from collections.abc import Callable
 
 from . import synthetic
-from .corpus import CorpusError, read_corpus, split_by_group
+from .corpus import CorpusError
 from .frames import VideoDecodeError
 from .inference import TooManyErrors
+from .train_job import RegistrationFailed
 from .models import DEFAULT_ARCH, canonical_arch
-from .models.checkpoint import CheckpointError, ModelConfig, save_checkpoint
+from .models.checkpoint import CheckpointError
 
 
 class UsageError(Exception):
@@ -29,7 +30,7 @@ class JobFailed(Exception):
 
 # Errors that are the user's input, reported as one line; anything else is a bug and keeps its traceback.
 EXPECTED_ERRORS = (VideoDecodeError, CorpusError, CheckpointError, JobFailed, TooManyErrors,
-                   FileNotFoundError, PermissionError, ValueError)
+                   RegistrationFailed, FileNotFoundError, PermissionError, ValueError)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -52,20 +53,48 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(corpus)
     corpus.set_defaults(run=_make_corpus)
 
-    train = subcommands.add_parser("train", help="train a classifier on a labelled corpus")
-    train.add_argument("data", help="corpus folder (UCF50 layout) or manifest (.csv/.parquet)")
-    train.add_argument("--val", help="validation corpus; default: a group-aware split of DATA")
+    train = subcommands.add_parser(
+        "train", help="train a classifier with Ray Train; track it in MLflow, optionally register it")
+    _add_training_data(train)
     train.add_argument("--out", required=True, help="checkpoint path to write")
     train.add_argument("--arch", default=DEFAULT_ARCH, type=_arch)
-    train.add_argument("--epochs", type=_positive_int, default=10)
-    train.add_argument("--batch-size", type=_positive_int, default=4)
-    train.add_argument("--lr", type=float, default=1e-3)
-    train.add_argument("--frames", type=_positive_int, default=20)
-    train.add_argument("--size", type=_positive_int, default=64)
-    train.add_argument("--val-fraction", type=float, default=0.25)
-    train.add_argument("--seed", type=int, default=0)
+    _add_training_settings(train)
+    train.add_argument("--max-failures", type=int, default=1,
+                       help="worker failures to recover from (from the last checkpoint)")
+    train.add_argument("--storage-path", default=None,
+                       help="Ray Train checkpoints (default: ray-train/ beside --out; shared storage "
+                            "such as s3://... on a multi-node cluster)")
+    train.add_argument("--name", default=None,
+                       help="Ray Train run name (default: derived from the command, so a rerun resumes)")
+    train.add_argument("--register", metavar="NAME", default=None,
+                       help="register the model under NAME; it becomes `champion` only if it beats the current one")
+    train.add_argument("--experiment", default="vidpipe-train", help="MLflow experiment")
     _add_common(train)
+    _add_cluster(train)
     train.set_defaults(run=_train)
+
+    evaluate = subcommands.add_parser(
+        "evaluate", help="accuracy, top-5, per-class, confusion matrix and latency of a model on DATA")
+    evaluate.add_argument("data", help="labelled corpus folder (UCF50 layout) or manifest")
+    evaluate.add_argument("--model", required=True, help="REF (as for classify)")
+    evaluate.add_argument("--window-seconds", type=_positive_float, default=None,
+                          help="score one clip per window (clip level) and their mean per video (video level)")
+    evaluate.add_argument("--out", default=None, help="folder for evaluation.json and the PNG plots")
+    _add_common(evaluate)
+    _add_cluster(evaluate)
+    evaluate.set_defaults(run=_evaluate)
+
+    ablation = subcommands.add_parser(
+        "ablation", help="train the paper's model variants under identical settings and compare them")
+    _add_training_data(ablation)
+    ablation.add_argument("--archs", nargs="+", type=_arch, default=None,
+                          help="variants to train (default: the paper's Tables 1-2)")
+    _add_training_settings(ablation)
+    ablation.add_argument("--out", default="ablation", help="folder for the checkpoints and table")
+    ablation.add_argument("--experiment", default="vidpipe-ablation", help="MLflow experiment")
+    _add_common(ablation)
+    _add_cluster(ablation)
+    ablation.set_defaults(run=_ablation)
 
     classify = subcommands.add_parser(
         "classify", help="classify every video under INPUT with Ray Data into Parquet files in OUTPUT")
@@ -116,39 +145,33 @@ def _make_corpus(args) -> dict:
 
 
 def _train(args) -> dict:
-    from .training import TrainSettings, fit, load_clips
+    from .train_job import TrainRequest, run_training
 
-    say = _reporter(args)
-    corpus = read_corpus(args.data, args.s3_endpoint_url)
-    if args.val:
-        val_corpus = read_corpus(args.val, args.s3_endpoint_url)
-        train_videos, val_videos = list(corpus.videos), list(val_corpus.videos)
-        class_names = tuple(sorted(set(corpus.class_names) | set(val_corpus.class_names)))
-    else:
-        train_videos, val_videos = split_by_group(corpus.videos, args.val_fraction, args.seed)
-        class_names = corpus.class_names
-    config = ModelConfig(arch=args.arch, class_names=class_names, frames=args.frames, size=args.size)
-    train = load_clips(train_videos, class_names, args.frames, args.size)
-    val = load_clips(val_videos, class_names, args.frames, args.size)
-    for uri, reason in train.skipped + val.skipped:
-        say(f"skipped {uri}: {reason}")
-    say(f"training {args.arch} on {len(train.clips)} clips, validating on {len(val.clips)}")
-    settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                             seed=args.seed)
+    request = TrainRequest(
+        data=args.data, val=args.val, out=args.out, arch=args.arch, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, frames=args.frames, size=args.size,
+        val_fraction=args.val_fraction, seed=args.seed, workers=args.workers, use_gpu=args.gpus,
+        max_failures=args.max_failures, storage_path=args.storage_path, name=args.name,
+        cache=args.cache, window_seconds=args.window_seconds, register=args.register,
+        experiment=args.experiment, endpoint_url=args.s3_endpoint_url,
+        mlflow_uri=args.mlflow_uri, ray_address=args.ray_address)
+    return run_training(request, _reporter(args))
 
-    def report(stats):
-        val_text = f" val_acc={stats.val_accuracy:.3f}" if stats.val_accuracy is not None else ""
-        say(f"epoch {stats.epoch}: loss={stats.loss:.4f} acc={stats.accuracy:.3f}{val_text} "
-            f"clips/s={stats.clips_per_s:.1f}")
 
-    model, history = fit(config, train, val, settings, on_epoch=report)
-    last = history[-1]
-    config = ModelConfig(**{**config.__dict__, "extra": {"val_accuracy": last.val_accuracy}})
-    save_checkpoint(model, config, args.out)
-    say(f"checkpoint written to {args.out}")
-    return {"checkpoint": args.out, "arch": config.arch, "classes": list(class_names),
-            "train_clips": len(train.clips), "val_clips": len(val.clips),
-            "val_accuracy": last.val_accuracy, "epochs": [stats.__dict__ for stats in history]}
+def _evaluate(args) -> dict:
+    from .evaluation import run_evaluation
+
+    return run_evaluation(args.data, args.model, out=args.out, window_seconds=args.window_seconds,
+                          endpoint_url=args.s3_endpoint_url, mlflow_uri=args.mlflow_uri,
+                          ray_address=args.ray_address, say=_reporter(args))
+
+
+def _ablation(args) -> dict:
+    from .ablation import run_ablation
+
+    summary = run_ablation(args, say=_reporter(args))
+    print(summary["table"])  # the markdown table is the product: stdout
+    return summary
 
 
 def _classify(args) -> dict:
@@ -178,6 +201,28 @@ def _add_cluster(parser: argparse.ArgumentParser) -> None:
                         help="Ray cluster ('auto' or host:port; default RAY_ADDRESS, else a local Ray)")
     parser.add_argument("--mlflow-uri", default=None,
                         help="MLflow tracking URI (default MLFLOW_TRACKING_URI, else ./mlflow.db)")
+
+
+def _add_training_data(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data", help="corpus folder (UCF50 layout) or manifest (.csv/.parquet)")
+    parser.add_argument("--val", help="validation corpus; default: a group-aware split of DATA")
+    parser.add_argument("--val-fraction", type=_fraction, default=0.25,
+                        help="share of groups held out when --val is not given")
+    parser.add_argument("--cache", default=None, metavar="URI",
+                        help="clip cache (folder or s3://...): later runs with the same videos and sampling skip decoding")
+
+
+def _add_training_settings(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--epochs", type=_positive_int, default=10)
+    parser.add_argument("--batch-size", type=_positive_int, default=4, help="clips per worker per step")
+    parser.add_argument("--lr", type=_positive_float, default=1e-3)
+    parser.add_argument("--frames", type=_positive_int, default=20)
+    parser.add_argument("--size", type=_positive_int, default=64)
+    parser.add_argument("--window-seconds", type=_positive_float, default=None,
+                        help="one training clip per window of long videos (default: one per video)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--workers", type=_positive_int, default=1, help="Ray Train workers (DDP)")
+    parser.add_argument("--gpus", action="store_true", help="one GPU per worker (the cluster must have them)")
 
 
 def _reporter(args) -> Callable[[str], None]:

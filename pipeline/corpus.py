@@ -24,6 +24,7 @@ class LabelledVideo:
     uri: str
     label: str
     group: str
+    etag: str = ""  # the listing's ETag or size+mtime fingerprint; "" when not known
 
 
 @dataclass(frozen=True)
@@ -87,7 +88,7 @@ def _read_folder(root: str, endpoint_url: str | None) -> list[LabelledVideo]:
         if len(relative) != 2:  # only ROOT/<Class>/<file>; anything else is not part of the layout
             continue
         label, name = relative
-        videos.append(LabelledVideo(obj.uri, label, group_of(name)))
+        videos.append(LabelledVideo(obj.uri, label, group_of(name), obj.etag))
     return videos
 
 
@@ -116,5 +117,6 @@ def _read_manifest(path: str, endpoint_url: str | None) -> list[LabelledVideo]:
         name = posixpath.basename(uri)
         group = row.get("group")
         videos.append(LabelledVideo(uri, str(row["label"]),
-                                    str(group) if group is not None else group_of(name)))
+                                    str(group) if group is not None else group_of(name),
+                                    str(row.get("etag") or "")))
     return videos

@@ -19,7 +19,7 @@ import torch
 from .frames import VideoDecodeError, sample_segments
 from .model_store import LoadedModel, load_model
 from .rows import error_row, prediction_row, rows_to_table
-from .storage import VideoObject, filesystem, list_videos, read_bytes
+from .storage import VideoObject, arrow_destination, filesystem, list_videos, read_bytes
 
 
 def video_record(video: VideoObject) -> dict:
@@ -193,7 +193,7 @@ def classify(input_uri: str, output_uri: str, model_ref: str, *, window_seconds:
                      num_cpus=1, num_gpus=1 if gpus else 0)
         .materialize()  # rows only (no clips): small, and lets us count after writing
     )
-    path, fs = _parquet_destination(output_uri, endpoint_url)
+    path, fs = arrow_destination(output_uri, endpoint_url)
     rows.drop_columns(["_nodes"]).write_parquet(path, filesystem=fs, min_rows_per_file=10_000)
     stats = rows.select_columns(["status", "video_uri", "_nodes"]).to_arrow_refs()
     status = pa.concat_tables(ray.get(stats))
@@ -208,13 +208,3 @@ def classify(input_uri: str, output_uri: str, model_ref: str, *, window_seconds:
         raise TooManyErrors(f"{errors} of {len(videos)} videos could not be read "
                             f"(threshold {error_threshold:.0%}); rows written to {output_uri}")
     return summary
-
-
-def _parquet_destination(output_uri: str, endpoint_url: str | None):
-    """(path, pyarrow filesystem or None) for Ray's write_parquet."""
-    if "://" not in output_uri or output_uri.startswith("file://"):
-        return os.path.abspath(output_uri.removeprefix("file://")), None
-    from pyarrow.fs import FSSpecHandler, PyFileSystem
-
-    fs, path = filesystem(output_uri, endpoint_url)
-    return path, PyFileSystem(FSSpecHandler(fs))

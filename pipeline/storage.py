@@ -59,6 +59,22 @@ def read_bytes(uri: str, endpoint_url: str | None = None) -> bytes:
     return fs.cat_file(path)
 
 
+def fingerprint(uri: str, endpoint_url: str | None = None) -> str:
+    """The ETag (or size+mtime fingerprint) of one object, as a listing would give it."""
+    fs, path = filesystem(uri, endpoint_url)
+    return _video_object(fs, path, fs.info(path)).etag
+
+
+def arrow_destination(uri: str, endpoint_url: str | None = None):
+    """(path, pyarrow filesystem or None) for Ray Data's read/write_parquet on `uri`."""
+    if "://" not in uri or uri.startswith("file://"):
+        return os.path.abspath(uri.removeprefix("file://")), None
+    from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+    fs, path = filesystem(uri, endpoint_url)
+    return path, PyFileSystem(FSSpecHandler(fs))
+
+
 def _video_object(fs: fsspec.AbstractFileSystem, path: str, info: dict) -> VideoObject:
     size = int(info.get("size") or 0)
     mtime = _mtime(info)

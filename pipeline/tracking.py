@@ -1,4 +1,5 @@
-"""MLflow: the tracking URI, and models logged so that any vidpipe REF can load them.
+"""MLflow: the tracking URI, models logged so that any vidpipe REF can load them, training runs,
+and the registry's champion/challenger gate.
 
 Contract for every model vidpipe logs: a pyfunc MLflow model whose artifact `checkpoint` is a
 vidpipe checkpoint file named `checkpoint.pt` (see models/checkpoint.py); loaders find that file
@@ -8,8 +9,11 @@ and never unpickle the pyfunc wrapper.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
+import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -72,3 +76,141 @@ def log_model(checkpoint_path: str, registered_name: str | None = None):
         )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+# --- training runs and the champion/challenger gate -----------------------------------------------
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+
+
+class TrainingRun:
+    """One MLflow run per training. Every call is outage-tolerant: a failure is reported through
+    `warn` once per call and the run carries on untracked, so MLflow never costs a trained model.
+    """
+
+    def __init__(self, uri: str, experiment: str, run_name: str, warn,
+                 resume_run_id: str | None = None):
+        self.uri, self.warn, self.run_id = uri, warn, None
+        self.client = None
+        try:
+            from mlflow import MlflowClient
+
+            self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+            if resume_run_id and self._run_exists(resume_run_id):
+                self.run_id = resume_run_id
+                self.client.update_run(resume_run_id, status="RUNNING")
+            else:
+                found = self.client.get_experiment_by_name(experiment)
+                experiment_id = found.experiment_id if found else self.client.create_experiment(experiment)
+                self.run_id = self.client.create_run(experiment_id, run_name=run_name).info.run_id
+        except Exception as exc:
+            self._failed("start a run", exc)
+
+    @property
+    def active(self) -> bool:
+        return self.run_id is not None
+
+    def log_params(self, params: dict) -> None:
+        from mlflow.entities import Param
+
+        self._call("log params", lambda: self.client.log_batch(
+            self.run_id, params=[Param(k, str(v)) for k, v in params.items()]))
+
+    def log_metrics(self, metrics: dict, step: int = 0) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self._call("log metrics", lambda: self.client.log_batch(
+            self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()]))
+
+    def set_tags(self, tags: dict) -> None:
+        for key, value in tags.items():
+            self._call("set a tag", lambda: self.client.set_tag(self.run_id, key, str(value)))
+
+    def log_artifacts(self, directory: str) -> None:
+        self._call("log artifacts", lambda: self.client.log_artifacts(self.run_id, directory))
+
+    def log_model(self, checkpoint_path: str, registered_name: str | None) -> str | None:
+        """Log the model (and register it); the registered version, or None."""
+        import mlflow
+
+        def log():
+            mlflow.set_tracking_uri(self.uri)
+            mlflow.set_registry_uri(self.uri)
+            with mlflow.start_run(run_id=self.run_id):
+                info = log_model(checkpoint_path, registered_name)
+            version = getattr(info, "registered_model_version", None)
+            return str(version) if version is not None else None
+
+        return self._call("log the model", log)
+
+    def end(self, ok: bool = True) -> None:
+        self._call("end the run", lambda: self.client.set_terminated(
+            self.run_id, status="FINISHED" if ok else "FAILED"))
+
+    def _run_exists(self, run_id: str) -> bool:
+        try:
+            return self.client.get_run(run_id).info.lifecycle_stage == "active"
+        except Exception:
+            return False
+
+    def _call(self, what: str, action):
+        if not self.active:
+            return None
+        try:
+            return action()
+        except Exception as exc:
+            self._failed(what, exc)
+            return None
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        self.warn(f"MLflow at {redact(self.uri)}: could not {what} ({type(exc).__name__}: "
+                  f"{redact(first_line)})")
+
+
+@dataclass
+class GateDecision:
+    alias: str  # the alias the new version received: champion or challenger
+    new_accuracy: float
+    champion_accuracy: float | None  # None: there was no comparable champion
+    champion_version: str | None
+    reason: str
+
+
+def champion_version(uri: str, name: str) -> str | None:
+    """The version holding the champion alias of registered model `name`, if any."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    try:
+        model = MlflowClient(tracking_uri=uri, registry_uri=uri).get_registered_model(name)
+    except MlflowException:
+        return None
+    version = model.aliases.get(CHAMPION)
+    return str(version) if version is not None else None
+
+
+def apply_gate(uri: str, name: str, version: str, new_accuracy: float,
+               champion_accuracy: float | None, champion: str | None, reason: str = "") -> GateDecision:
+    """Move `champion` to `version` only if it beats the current champion on the same validation
+    data (strictly: a tie keeps the incumbent); otherwise mark it `challenger`."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    if champion is None:
+        alias, reason = CHAMPION, reason or "no champion yet"
+    elif champion_accuracy is None:
+        alias = CHALLENGER  # not comparable (e.g. other classes): never replace blindly
+    elif new_accuracy > champion_accuracy:
+        alias, reason = CHAMPION, f"beats champion v{champion} ({new_accuracy:.4f} > {champion_accuracy:.4f})"
+    else:
+        alias, reason = CHALLENGER, f"does not beat champion v{champion} ({new_accuracy:.4f} <= {champion_accuracy:.4f})"
+    client.set_registered_model_alias(name, alias, version)
+    return GateDecision(alias, new_accuracy, champion_accuracy, champion, reason)
+
+
+def redact(text: str) -> str:
+    """Drop credentials embedded in URIs (user:password@host) from text meant for logs."""
+    return re.sub(r"(://)[^/@\s]+@", r"\1***@", text)

@@ -1,0 +1,176 @@
+"""Labelled clips for training and evaluation: a corpus decoded once by Ray Data, optionally cached.
+
+Clips come from the same sampling as inference (`sample_segments`: the whole video, or one clip per
+window of `window_seconds`), so training and serving see identical frames. Rows are `uri`, `label`
+(class name), `segment` (window index) and `clip` (the raw uint8 bytes of a [T, H, W, 3] array).
+
+The clip cache is Parquet under CACHE_URI/<key>/. The key hashes everything that decides the
+clips: the sampling settings and each video's URI, label and ETag (or size+mtime fingerprint), so a
+changed video, label or setting gets a new key and a stale cache is never read. A cache directory
+counts only once its manifest, written last, exists: a crash mid-write leaves no usable half-cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import posixpath
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .corpus import LabelledVideo
+from .frames import VideoDecodeError, sample_segments
+from .storage import arrow_destination, filesystem, fingerprint, read_bytes
+
+SAMPLING = "sample_clip/uniform/v1"  # bump when sample_clip's output for the same input changes
+MANIFEST = "manifest.json"
+
+
+@dataclass
+class DecodedClips:
+    """A materialized Ray dataset of decodable clips, and the videos that could not be decoded."""
+
+    dataset: object  # ray.data.Dataset (materialized)
+    count: int
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    cache: str | None = None  # "hit", "written" or None (no cache asked)
+
+
+def with_fingerprints(videos: Sequence[LabelledVideo], endpoint_url: str | None = None
+                      ) -> list[LabelledVideo]:
+    """Fill in missing ETags (manifest rows) by asking the store, a few requests at a time."""
+    missing = [video for video in videos if not video.etag]
+    if not missing:
+        return list(videos)
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        etags = dict(zip((v.uri for v in missing),
+                         pool.map(lambda v: fingerprint(v.uri, endpoint_url), missing)))
+    return [video if video.etag else LabelledVideo(video.uri, video.label, video.group,
+                                                   etags[video.uri]) for video in videos]
+
+
+def dataset_fingerprint(videos: Sequence[LabelledVideo]) -> str:
+    """A short hash of the videos' URIs, labels and ETags: which data a model was trained on."""
+    digest = hashlib.sha256()
+    for video in sorted(videos, key=lambda v: v.uri):
+        digest.update(f"{video.uri}\0{video.label}\0{video.etag}\n".encode())
+    return digest.hexdigest()[:16]
+
+
+def cache_key(videos: Sequence[LabelledVideo], frames: int, size: int,
+              window_seconds: float | None = None) -> str:
+    settings = f"{SAMPLING}:{frames}x{size}x{size}:window={window_seconds}"
+    return hashlib.sha256(f"{settings}:{dataset_fingerprint(videos)}".encode()).hexdigest()[:20]
+
+
+def decode_labelled(videos: Sequence[LabelledVideo], frames: int, size: int,
+                    endpoint_url: str | None = None, cache_uri: str | None = None,
+                    window_seconds: float | None = None) -> DecodedClips:
+    """Decode every video once (Ray Data tasks, in parallel); bad videos are skipped, not fatal."""
+    import ray
+
+    videos = with_fingerprints(videos, endpoint_url) if cache_uri else list(videos)
+    cache_dir = (posixpath.join(cache_uri.rstrip("/"), cache_key(videos, frames, size, window_seconds))
+                 if cache_uri else None)
+    if cache_dir and (cached := _read_cache(cache_dir, endpoint_url)) is not None:
+        return cached
+    if not videos:
+        raise ValueError("no videos to decode")
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    decoded = (
+        ray.data.from_items([{"uri": v.uri, "label": v.label} for v in videos],
+                            override_num_blocks=min(len(videos), max(1, cpus * 4)))
+        .flat_map(_decode_rows, fn_kwargs={"frames": frames, "size": size,
+                                           "window_seconds": window_seconds,
+                                           "endpoint_url": endpoint_url})
+        .materialize()
+    )
+    status = decoded.select_columns(["uri", "error"]).take_all()
+    skipped = sorted({(row["uri"], row["error"]) for row in status if row["error"]})
+    dataset = decoded
+    if skipped:  # equal shards must hold only trainable rows
+        dataset = decoded.map_batches(_only_decoded, batch_format="pyarrow").materialize()
+    dataset = dataset.drop_columns(["error"]).materialize()
+    count = sum(1 for row in status if not row["error"])
+    result = DecodedClips(dataset, count, skipped)
+    if cache_dir and count:
+        _write_cache(result, cache_dir, frames, size, endpoint_url)
+        result.cache = "written"
+    return result
+
+
+def to_arrays(dataset, class_names: Sequence[str], frames: int, size: int
+              ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(clips uint8 [N, T, H, W, 3], label indices [N], video uri per clip) of a small clip
+    dataset or dataset shard."""
+    clips, labels, uris = [], [], []
+    for batch in dataset.iter_batches(batch_size=256, batch_format="numpy"):
+        batch_clips, batch_labels = unpack_batch(batch, class_names, frames, size)
+        clips.append(batch_clips)
+        labels.append(batch_labels)
+        uris.extend(str(uri) for uri in batch["uri"])
+    if not clips:
+        return np.zeros((0, frames, size, size, 3), np.uint8), np.zeros(0, np.int64), []
+    return np.concatenate(clips), np.concatenate(labels), uris
+
+
+def unpack_batch(batch: dict, class_names: Sequence[str], frames: int, size: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """A numpy batch of clip rows -> (clips uint8 [B, T, H, W, 3], label indices [B])."""
+    shape = (frames, size, size, 3)
+    clips = np.stack([np.frombuffer(raw, np.uint8).reshape(shape) for raw in batch["clip"]])
+    index = {name: i for i, name in enumerate(class_names)}
+    labels = np.asarray([index[str(label)] for label in batch["label"]], np.int64)
+    return clips, labels
+
+
+def _decode_rows(row: dict, frames: int, size: int, window_seconds: float | None,
+                 endpoint_url: str | None) -> list[dict]:
+    """flat_map step: one video -> a row per window, or one row with an `error`."""
+    try:
+        _, segments = sample_segments(read_bytes(row["uri"], endpoint_url), num_frames=frames,
+                                      size=(size, size), window_seconds=window_seconds)
+        return [{**row, "segment": seg.index, "clip": seg.clip.tobytes(), "error": ""}
+                for seg in segments]
+    except VideoDecodeError as exc:
+        reason = str(exc)
+    except Exception as exc:  # a storage failure on one object skips that object
+        reason = f"cannot read input: {type(exc).__name__}"
+    return [{**row, "segment": 0, "clip": b"", "error": reason}]
+
+
+def _only_decoded(table):
+    import pyarrow.compute as pc
+
+    return table.filter(pc.equal(table["error"], ""))
+
+
+def _read_cache(cache_dir: str, endpoint_url: str | None) -> DecodedClips | None:
+    import ray
+
+    fs, path = filesystem(cache_dir, endpoint_url)
+    try:
+        with fs.open(posixpath.join(path, MANIFEST), "r") as handle:
+            manifest = json.load(handle)
+    except FileNotFoundError:
+        return None
+    data_path, arrow_fs = arrow_destination(posixpath.join(cache_dir, "data"), endpoint_url)
+    dataset = ray.data.read_parquet(data_path, filesystem=arrow_fs).materialize()
+    skipped = [tuple(pair) for pair in manifest["skipped"]]
+    return DecodedClips(dataset, manifest["count"], skipped, cache="hit")
+
+
+def _write_cache(clips: DecodedClips, cache_dir: str, frames: int, size: int,
+                 endpoint_url: str | None) -> None:
+    fs, path = filesystem(cache_dir, endpoint_url)
+    if fs.exists(path):  # leftovers of an interrupted write: start clean
+        fs.rm(path, recursive=True)
+    data_path, arrow_fs = arrow_destination(posixpath.join(cache_dir, "data"), endpoint_url)
+    clips.dataset.write_parquet(data_path, filesystem=arrow_fs)
+    manifest = {"sampling": SAMPLING, "frames": frames, "size": size, "count": clips.count,
+                "skipped": clips.skipped}
+    with fs.open(posixpath.join(path, MANIFEST), "w") as handle:
+        json.dump(manifest, handle)

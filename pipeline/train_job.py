@@ -1,0 +1,284 @@
+"""`vidpipe train` end to end: corpus -> clips (Ray Data) -> Ray Train -> checkpoint -> evaluation
+-> MLflow run, registry and the champion/challenger gate.
+
+Order matters for safety: the checkpoint is written to --out before anything talks to the registry,
+so an MLflow outage can cost tracking but never the trained model. Rerunning the same command
+resumes the same Ray Train run (same storage path and name) and continues the same MLflow run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from .clips import dataset_fingerprint, decode_labelled, to_arrays, with_fingerprints
+from .corpus import LabelledVideo, read_corpus, split_by_group
+from .evaluation import Evaluation, evaluate, plot_confusion, plot_learning_curve
+from .models import count_parameters
+from .models.checkpoint import ModelConfig
+from .storage import filesystem
+from .tracking import TrainingRun, apply_gate, champion_version, redact, tracking_uri
+from .training import RunSpec, TrainResult, TrainSettings, train_distributed
+
+RUN_MARKER = "vidpipe-mlflow-run.json"  # in the Ray Train run folder: which MLflow run it feeds
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    data: str
+    out: str
+    val: str | None = None
+    arch: str = "cnn3d_gru128"
+    epochs: int = 10
+    batch_size: int = 4
+    lr: float = 1e-3
+    frames: int = 20
+    size: int = 64
+    val_fraction: float = 0.25
+    seed: int = 0
+    workers: int = 1
+    use_gpu: bool = False
+    max_failures: int = 1
+    storage_path: str | None = None
+    name: str | None = None
+    cache: str | None = None
+    window_seconds: float | None = None
+    register: str | None = None
+    experiment: str = "vidpipe-train"
+    endpoint_url: str | None = None
+    mlflow_uri: str | None = None
+    ray_address: str | None = None
+
+
+class RegistrationFailed(Exception):
+    """Training succeeded but the model could not be registered; the checkpoint is kept."""
+
+
+@dataclass
+class LabelledData:
+    train: list[LabelledVideo]
+    val: list[LabelledVideo]
+    class_names: tuple[str, ...]
+
+
+def split_data(data: str, val: str | None, val_fraction: float, seed: int,
+               endpoint_url: str | None) -> LabelledData:
+    """Train/validation videos: --val as given, else a group-aware split of DATA."""
+    corpus = read_corpus(data, endpoint_url)
+    if val:
+        val_corpus = read_corpus(val, endpoint_url)
+        names = tuple(sorted(set(corpus.class_names) | set(val_corpus.class_names)))
+        return LabelledData(list(corpus.videos), list(val_corpus.videos), names)
+    train, held_out = split_by_group(corpus.videos, val_fraction, seed)
+    return LabelledData(train, held_out, corpus.class_names)
+
+
+def run_training(request: TrainRequest, say: Callable[[str], None]) -> dict:
+    from mlflow.exceptions import MlflowException
+
+    from .ray_runtime import cluster_has_gpus, ensure_ray
+
+    data = split_data(request.data, request.val, request.val_fraction, request.seed,
+                      request.endpoint_url)
+    data.train = with_fingerprints(data.train, request.endpoint_url)
+    data.val = with_fingerprints(data.val, request.endpoint_url)
+    ensure_ray(request.ray_address)
+    if request.use_gpu and not cluster_has_gpus():
+        raise ValueError("--gpus asked for GPU workers but the Ray cluster has no GPUs")
+
+    say(f"decoding {len(data.train)} training and {len(data.val)} validation videos")
+    train = decode_labelled(data.train, request.frames, request.size, request.endpoint_url,
+                            request.cache, request.window_seconds)
+    val = decode_labelled(data.val, request.frames, request.size, request.endpoint_url,
+                          request.cache, request.window_seconds) if data.val else None
+    for uri, reason in train.skipped + (val.skipped if val else []):
+        say(f"skipped {uri}: {reason}")
+    if not train.count:
+        raise ValueError("no training clip could be decoded")
+    if request.cache:
+        say(f"clip cache: train {train.cache}, validation {val.cache if val else '-'}")
+
+    config = ModelConfig(arch=request.arch, class_names=data.class_names,
+                         frames=request.frames, size=request.size)
+    settings = TrainSettings(epochs=request.epochs, batch_size=request.batch_size,
+                             lr=request.lr, seed=request.seed)
+    fingerprint = dataset_fingerprint(data.train + data.val)
+    run = RunSpec(*_storage(request), name=request.name or _run_name(request, fingerprint),
+                  workers=request.workers, use_gpu=request.use_gpu,
+                  max_failures=request.max_failures)
+    uri = tracking_uri(request.mlflow_uri)
+    tracking = TrainingRun(uri, request.experiment, run.name, lambda m: say(f"warning: {m}"),
+                           resume_run_id=_read_marker(run, request.endpoint_url))
+    if tracking.active:
+        _write_marker(run, tracking.run_id, request.endpoint_url)
+        tracking.log_params({
+            "arch": config.arch, "frames": config.frames, "size": config.size, "lr": settings.lr,
+            "batch_size": settings.batch_size, "workers": run.workers, "epochs": settings.epochs,
+            "seed": settings.seed, "dataset_fingerprint": fingerprint,
+            "train_clips": train.count, "val_clips": val.count if val else 0,
+            "classes": ",".join(config.class_names), "window_seconds": request.window_seconds,
+            "parameters": count_parameters(config.build()), "ray_train_run": run.name})
+
+    say(f"training {config.arch} with {run.workers} worker(s) on {train.count} clips "
+        f"(run {run.name} under {run.storage_path})")
+    result = train_distributed(
+        config, train.dataset, val.dataset if val else None, settings, run,
+        mlflow={"tracking_uri": uri, "run_id": tracking.run_id} if tracking.active else None)
+    _write_bytes(request.out, result.checkpoint)
+    say(f"checkpoint written to {request.out}"
+        + (f" (resumed from epoch {result.resumed_from_epoch})" if result.resumed_from_epoch else ""))
+
+    summary = {"checkpoint": request.out, "arch": config.arch, "classes": list(config.class_names),
+               "workers": run.workers, "train_clips": train.count,
+               "val_clips": val.count if val else 0, "ray_train_run": result.run_path,
+               "resumed_from_epoch": result.resumed_from_epoch,
+               "epochs": [stats.__dict__ for stats in result.history],
+               "mlflow_run_id": tracking.run_id}
+    evaluation = None
+    if val and val.count:
+        clips, labels, uris = to_arrays(val.dataset, config.class_names, config.frames, config.size)
+        evaluation = evaluate(result.model, config.class_names, config.frames, clips, labels, uris)
+        summary["val_accuracy"] = evaluation.clip_accuracy
+        summary["evaluation"] = evaluation.to_dict()
+        say(f"validation: clip accuracy {evaluation.clip_accuracy:.3f}, "
+            f"video accuracy {evaluation.video_accuracy:.3f}, top-5 {evaluation.top5_accuracy:.3f}")
+    report_dir = write_report(request.out, config, result, evaluation)
+    summary["report"] = report_dir
+    if tracking.active:
+        tracking.log_metrics(_final_metrics(evaluation))
+        tracking.log_artifacts(report_dir)
+        try:
+            summary.update(_register(request, tracking, uri,
+                                     (clips, labels, uris) if evaluation else None, evaluation, say))
+        except (MlflowException, OSError) as exc:  # an outage mid-registration: keep the checkpoint
+            say(f"warning: registration failed ({type(exc).__name__}: "
+                f"{redact(str(exc).splitlines()[0] if str(exc) else '')})")
+    tracking.end(ok=True)
+    if request.register and "model_version" not in summary:
+        raise RegistrationFailed(f"trained, but not registered as {request.register} (MLflow "
+                                 f"unreachable); the checkpoint is at {request.out}")
+    return summary
+
+
+def write_report(out: str, config: ModelConfig, result: TrainResult,
+                 evaluation: Evaluation | None) -> str:
+    """Label map, evaluation JSON and plots next to the checkpoint (and logged to MLflow)."""
+    directory = os.path.splitext(os.path.abspath(out))[0] + "-report"
+    os.makedirs(directory, exist_ok=True)
+    with open(os.path.join(directory, "label_map.json"), "w") as handle:
+        json.dump({str(i): name for i, name in enumerate(config.class_names)}, handle, indent=1)
+    plot_learning_curve(result.history, os.path.join(directory, "learning_curve.png"))
+    if evaluation is not None:
+        with open(os.path.join(directory, "evaluation.json"), "w") as handle:
+            json.dump(evaluation.to_dict(), handle, indent=1)
+        plot_confusion(evaluation, os.path.join(directory, "confusion_matrix.png"))
+    return directory
+
+
+def _register(request: TrainRequest, tracking: TrainingRun, uri: str, val_arrays,
+              evaluation: Evaluation | None, say) -> dict:
+    """Log the model; with --register, version it and run the champion/challenger gate."""
+    incumbent = champion_version(uri, request.register) if request.register else None
+    version = tracking.log_model(os.path.abspath(request.out), request.register)
+    if not request.register or version is None:
+        return {}
+    new_accuracy = evaluation.clip_accuracy if evaluation else 0.0
+    champion_accuracy, reason = None, ""
+    if incumbent is not None:
+        champion_accuracy, reason = _champion_accuracy(request, uri, incumbent, val_arrays,
+                                                       tuple(evaluation.class_names) if evaluation else ())
+    decision = apply_gate(uri, request.register, version, new_accuracy, champion_accuracy,
+                          incumbent, reason)
+    tracking.log_metrics({"gate_new_accuracy": new_accuracy}
+                         | ({"gate_champion_accuracy": champion_accuracy}
+                            if champion_accuracy is not None else {}))
+    tracking.set_tags({"vidpipe.gate": decision.alias, "vidpipe.gate_reason": decision.reason,
+                       "vidpipe.registered_version": version})
+    say(f"registered {request.register} v{version} as {decision.alias}: {decision.reason}")
+    return {"registered_model": request.register, "model_version": version,
+            "alias": decision.alias, "gate": decision.__dict__}
+
+
+def _champion_accuracy(request: TrainRequest, uri: str, version: str, val_arrays,
+                       class_names: tuple[str, ...]) -> tuple[float | None, str]:
+    """The champion's clip accuracy on the same validation clips; None when not comparable."""
+    from .model_store import load_model
+
+    if val_arrays is None:
+        return None, "no validation data to compare on"
+    champion = load_model(f"models:/{request.register}/{version}", uri)
+    if (champion.config.frames, champion.config.size) != (request.frames, request.size):
+        return None, (f"champion v{version} samples {champion.config.frames} frames at "
+                      f"{champion.config.size}px, not comparable on these clips")
+    if set(champion.config.class_names) != set(class_names):
+        return None, f"champion v{version} has other classes, not comparable"
+    clips, labels, uris = val_arrays
+    as_champion = [champion.config.class_names.index(class_names[i]) for i in labels]
+    score = evaluate(champion.model, champion.config.class_names, champion.config.frames, clips,
+                     np.asarray(as_champion, np.int64), uris)
+    return score.clip_accuracy, ""
+
+
+def _final_metrics(evaluation: Evaluation | None) -> dict:
+    if evaluation is None:
+        return {}
+    return {"final_val_accuracy": evaluation.clip_accuracy,
+            "final_video_accuracy": evaluation.video_accuracy,
+            "final_top5_accuracy": evaluation.top5_accuracy,
+            "seconds_per_frame": evaluation.seconds_per_frame,
+            "eval_clips_per_s": evaluation.clips_per_s}
+
+
+def _storage(request: TrainRequest) -> tuple[str]:
+    """Ray Train's storage path: --storage-path, else `ray-train/` beside the checkpoint. A
+    multi-node cluster needs shared storage (s3://...) here."""
+    if request.storage_path:
+        return (request.storage_path,)
+    return (os.path.join(os.path.dirname(os.path.abspath(request.out)), "ray-train"),)
+
+
+def _run_name(request: TrainRequest, fingerprint: str) -> str:
+    """Same command, same name: what lets a rerun resume. Epochs and workers are left out on
+    purpose, so a rerun with more epochs or workers continues the run."""
+    settings = (request.out, request.arch, request.frames, request.size, request.lr,
+                request.batch_size, request.seed, request.window_seconds, fingerprint)
+    digest = hashlib.sha256(repr(settings).encode()).hexdigest()[:10]
+    stem = os.path.splitext(os.path.basename(request.out))[0] or "model"
+    return f"{stem}-{digest}"
+
+
+def _marker_path(run: RunSpec) -> str:
+    return posixpath.join(run.storage_path.rstrip("/"), run.name, RUN_MARKER)
+
+
+def _read_marker(run: RunSpec, endpoint_url: str | None) -> str | None:
+    fs, path = filesystem(_marker_path(run), endpoint_url)
+    try:
+        with fs.open(path, "r") as handle:
+            return json.load(handle)["mlflow_run_id"]
+    except (FileNotFoundError, KeyError, ValueError):
+        return None
+
+
+def _write_marker(run: RunSpec, run_id: str, endpoint_url: str | None) -> None:
+    fs, path = filesystem(_marker_path(run), endpoint_url)
+    fs.makedirs(posixpath.dirname(path), exist_ok=True)
+    with fs.open(path, "w") as handle:
+        json.dump({"mlflow_run_id": run_id, "written": time.time()}, handle)
+
+
+def _write_bytes(path: str, data: bytes) -> None:
+    """Atomic local write: a crash never leaves half a checkpoint at `path`."""
+    path = os.path.abspath(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+    os.replace(tmp, path)

@@ -1,0 +1,242 @@
+"""Ray Train retraining, MLflow tracking against a real `mlflow server`, the champion gate, resume.
+
+The accuracy threshold: the corpus has four motions in two opposite pairs (left/right, up/down).
+A model blind to frame order can at best tell horizontal from vertical, i.e. 50% accuracy; chance
+is 25%. Reaching TEMPORAL_THRESHOLD (75%) therefore requires telling opposite motions apart, which
+only temporal modelling can do.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from pipeline.cli import main as vidpipe
+from pipeline.evaluation import Evaluation
+from pipeline.models.checkpoint import load_checkpoint
+from pipeline.synthetic import make_corpus
+
+ROOT = Path(__file__).resolve().parents[1]
+TEMPORAL_THRESHOLD = 0.75
+EPOCHS = 25
+REGISTERED = "vidpipe-test"
+
+
+def _run(args: list[str]) -> tuple[int, dict | None, str]:
+    """An in-process `vidpipe` call: (exit code, its --json summary, its stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = vidpipe(args)
+    lines = [line for line in out.getvalue().splitlines() if line.startswith("{")]
+    return code, (json.loads(lines[-1]) if lines else None), err.getvalue()
+
+
+@pytest.fixture(scope="module")
+def training_corpus(tmp_path_factory) -> Path:
+    """96 videos, 4 motion classes, 4 recording groups per class (one group held out)."""
+    root = tmp_path_factory.mktemp("training-corpus")
+    make_corpus(str(root), per_class=24, groups=4, seed=11)
+    return root
+
+
+@pytest.fixture(scope="module")
+def champion_run(ray_local, training_corpus, mlflow_server, tmp_path_factory) -> dict:
+    """The paper's model trained with 2 Ray Train workers and registered: the first champion."""
+    out = tmp_path_factory.mktemp("champion") / "model.pt"
+    code, summary, err = _run(
+        ["train", str(training_corpus), "--out", str(out), "--epochs", str(EPOCHS),
+         "--workers", "2", "--register", REGISTERED, "--mlflow-uri", mlflow_server, "--json"])
+    assert code == 0, err[-3000:]
+    return summary
+
+
+@pytest.mark.slow
+def test_two_workers_learn_motion_and_everything_is_tracked(champion_run, mlflow_server):
+    assert champion_run["workers"] == 2
+    assert [e["epoch"] for e in champion_run["epochs"]] == list(range(1, EPOCHS + 1))
+    assert champion_run["val_accuracy"] >= TEMPORAL_THRESHOLD, champion_run["evaluation"]
+    model, config = load_checkpoint(champion_run["checkpoint"])
+    assert config.arch == "cnn3d_gru128" and config.num_classes == 4
+
+    client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
+    run = client.get_run(champion_run["mlflow_run_id"])
+    assert run.info.status == "FINISHED"
+    params = run.data.params
+    assert params["arch"] == "cnn3d_gru128" and params["workers"] == "2"
+    assert params["epochs"] == str(EPOCHS) and params["lr"] == "0.001"
+    assert len(params["dataset_fingerprint"]) == 16
+    history = client.get_metric_history(run.info.run_id, "val_accuracy")
+    assert sorted(m.step for m in history) == list(range(1, EPOCHS + 1))  # logged by rank 0 per epoch
+    assert len(client.get_metric_history(run.info.run_id, "clips_per_s")) == EPOCHS
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"label_map.json", "evaluation.json", "confusion_matrix.png",
+            "learning_curve.png"} <= artifacts
+    label_map = json.loads(Path(client.download_artifacts(run.info.run_id, "label_map.json")).read_text())
+    assert label_map == {str(i): name for i, name in enumerate(config.class_names)}
+
+    version = client.get_model_version_by_alias(REGISTERED, "champion")
+    assert version.version == "1" and version.run_id == run.info.run_id
+    import mlflow
+
+    info = mlflow.models.get_model_info(f"models:/{REGISTERED}/1")
+    assert info.signature is not None and info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"] == [-1, 20, 64, 64, 3]
+
+
+@pytest.mark.slow
+def test_order_blind_baseline_stays_near_chance_and_does_not_take_the_champion(
+        champion_run, training_corpus, mlflow_server, tmp_path):
+    code, summary, err = _run(
+        ["train", str(training_corpus), "--out", str(tmp_path / "baseline.pt"), "--arch",
+         "cnn2d_none", "--epochs", str(EPOCHS), "--workers", "2", "--register", REGISTERED,
+         "--mlflow-uri", mlflow_server, "--json"])
+    assert code == 0, err[-3000:]
+    baseline = Evaluation(**summary["evaluation"])
+    temporal = Evaluation(**champion_run["evaluation"])
+    # Telling left from right (and up from down): chance for the order-blind model.
+    for first, second in (("MoveLeft", "MoveRight"), ("MoveUp", "MoveDown")):
+        assert baseline.pair_accuracy(first, second) <= 0.75
+    assert temporal.pair_accuracy("MoveLeft", "MoveRight") > baseline.pair_accuracy("MoveLeft", "MoveRight")
+
+    assert summary["alias"] == "challenger" and summary["model_version"] == "2"
+    gate = summary["gate"]
+    assert gate["champion_version"] == "1"
+    # The champion was re-scored on the same validation clips: the number the first run measured.
+    assert gate["champion_accuracy"] == pytest.approx(champion_run["val_accuracy"])
+    assert gate["new_accuracy"] == pytest.approx(baseline.clip_accuracy) < gate["champion_accuracy"]
+    client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
+    assert client.get_model_version_by_alias(REGISTERED, "champion").version == "1"
+    assert client.get_model_version_by_alias(REGISTERED, "challenger").version == "2"
+    metrics = client.get_run(summary["mlflow_run_id"]).data.metrics
+    assert metrics["gate_champion_accuracy"] == pytest.approx(gate["champion_accuracy"])
+    assert metrics["gate_new_accuracy"] == pytest.approx(gate["new_accuracy"])
+
+
+@pytest.mark.slow
+def test_evaluate_a_registered_model_by_alias(champion_run, training_corpus, mlflow_server,
+                                              tmp_path):
+    """`vidpipe evaluate` on models:/NAME@champion scores exactly as the checkpoint file does."""
+    code, by_alias, err = _run(["evaluate", str(training_corpus), "--model",
+                                f"models:/{REGISTERED}@champion", "--mlflow-uri", mlflow_server,
+                                "--out", str(tmp_path / "eval"), "--json"])
+    assert code == 0, err[-2000:]
+    code, by_file, _ = _run(["evaluate", str(training_corpus), "--model",
+                             champion_run["checkpoint"], "--json"])
+    assert code == 0
+    assert by_alias["model_version"] == "1"
+    for key in ("clip_accuracy", "video_accuracy", "top5_accuracy", "confusion", "per_class"):
+        assert by_alias[key] == by_file[key]
+    assert by_alias["clips"] == by_alias["videos"] == 96
+    assert sum(map(sum, by_alias["confusion"])) == 96
+    assert 0 < by_alias["seconds_per_frame"] < 0.0719  # the paper's "real time" figure, on CPU
+    assert (tmp_path / "eval" / "confusion_matrix.png").stat().st_size > 1000
+    saved = json.loads((tmp_path / "eval" / "evaluation.json").read_text())
+    assert saved["clip_accuracy"] == by_alias["clip_accuracy"]
+
+
+@pytest.mark.slow
+def test_killed_training_resumes_from_its_last_checkpoint(motion_corpus, tmp_path, ray_local):
+    storage, out = tmp_path / "runs", tmp_path / "model.pt"
+    mlflow_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    command = ["train", str(motion_corpus), "--out", str(out), "--arch", "cnn2d_gru32",
+               "--frames", "8", "--size", "32", "--epochs", "40", "--workers", "1",
+               "--storage-path", str(storage), "--name", "resumable", "--mlflow-uri", mlflow_uri,
+               "--json"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("RAY_ADDRESS", None)
+    first = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *command], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    run_dir = storage / "resumable"
+    deadline = time.time() + 300
+    try:
+        while len(list(run_dir.glob("checkpoint_*"))) < 2:  # at least two epochs done
+            assert first.poll() is None, "the training ended before it could be killed"
+            assert time.time() < deadline, "no checkpoints appeared"
+            time.sleep(0.2)
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # the driver and the Ray it started
+        first.wait()
+    first_run_id = json.loads((run_dir / "vidpipe-mlflow-run.json").read_text())["mlflow_run_id"]
+
+    code, summary, err = _run(command)
+    assert code == 0, err[-3000:]
+    assert 2 <= summary["resumed_from_epoch"] < 40
+    assert "resumed from epoch" in err
+    assert [e["epoch"] for e in summary["epochs"]] == list(range(1, 41))
+    assert summary["mlflow_run_id"] == first_run_id  # the same MLflow run carried on
+    history = MlflowClient(tracking_uri=mlflow_uri).get_metric_history(first_run_id, "loss")
+    assert {m.step for m in history} == set(range(1, 41))
+
+
+def test_mlflow_outage_keeps_the_checkpoint(motion_corpus, tmp_path, ray_local, monkeypatch):
+    from fixtures.s3 import free_port
+
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "3")
+    out = tmp_path / "model.pt"
+    code, _, err = _run(["train", str(motion_corpus), "--out", str(out), "--arch", "cnn2d_gru32",
+                         "--frames", "8", "--size", "32", "--epochs", "1", "--register", "x",
+                         "--mlflow-uri", f"http://user:s3cret@127.0.0.1:{free_port()}"])
+    assert code == 1
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("vidpipe: error: trained, but not registered") and str(out) in last
+    assert "s3cret" not in err  # credentials in the tracking URI never reach the logs
+    model, config = load_checkpoint(out)
+    assert config.arch == "cnn2d_gru32"
+
+
+def test_clip_cache_is_reused_only_for_the_same_videos_and_sampling(motion_corpus, tmp_path,
+                                                                   ray_local):
+    from pipeline.clips import decode_labelled, to_arrays
+    from pipeline.corpus import read_corpus
+
+    corpus = read_corpus(str(motion_corpus))
+    videos = list(corpus.videos[:6])
+    cache = str(tmp_path / "cache")
+    first = decode_labelled(videos, 8, 32, cache_uri=cache)
+    again = decode_labelled(videos, 8, 32, cache_uri=cache)
+    assert (first.cache, again.cache) == ("written", "hit")
+    clips, labels, uris = to_arrays(first.dataset, corpus.class_names, 8, 32)
+    cached, cached_labels, cached_uris = to_arrays(again.dataset, corpus.class_names, 8, 32)
+    order, cached_order = np.argsort(uris), np.argsort(cached_uris)
+    assert np.array_equal(clips[order], cached[cached_order])
+    assert np.array_equal(labels[order], cached_labels[cached_order])
+    assert decode_labelled(videos, 10, 32, cache_uri=cache).cache == "written"  # other sampling
+    changed = tmp_path / "changed.mp4"
+    changed.write_bytes(Path(videos[0].uri.removeprefix("file://")).read_bytes())
+    from pipeline.corpus import LabelledVideo
+
+    replaced = [LabelledVideo(f"file://{changed}", videos[0].label, videos[0].group,
+                              "fp-different")] + videos[1:]
+    assert decode_labelled(replaced, 8, 32, cache_uri=cache).cache == "written"  # other videos
+
+
+@pytest.mark.slow
+def test_ablation_prints_the_table_and_tracks_each_variant(motion_corpus, tmp_path, ray_local,
+                                                          capsys):
+    mlflow_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    code = vidpipe(["ablation", str(motion_corpus), "--archs", "cnn3d_gru32", "cnn2d_none",
+                    "--epochs", "1", "--frames", "8", "--size", "32", "--out", str(tmp_path / "abl"),
+                    "--mlflow-uri", mlflow_uri])
+    out, err = capsys.readouterr()
+    assert code == 0, err[-3000:]
+    rows = [line for line in out.splitlines() if line.startswith("| ") and "`" in line]
+    assert [row.split("|")[2].strip() for row in rows] == ["`cnn3d_gru32`", "`cnn2d_none`"]
+    assert "| model | arch | val accuracy | params |" in out
+    assert (tmp_path / "abl" / "ablation.md").read_text().strip() in out
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    experiment = client.get_experiment_by_name("vidpipe-ablation")
+    runs = client.search_runs([experiment.experiment_id])
+    assert sorted(r.data.params["arch"] for r in runs) == ["cnn2d_none", "cnn3d_gru32"]
+    assert all(r.data.metrics["parameters"] > 0 and "seconds_per_frame" in r.data.metrics for r in runs)
