@@ -136,7 +136,7 @@ def run_training(request: TrainRequest, say: Callable[[str], None]) -> dict:
         + (f" (resumed from epoch {result.resumed_from_epoch})" if result.resumed_from_epoch else ""))
 
     summary = {"checkpoint": request.out, "arch": config.arch, "classes": list(config.class_names),
-               "workers": run.workers, "train_clips": train.count,
+               "workers": run.workers, "nodes": result.nodes, "train_clips": train.count,
                "val_clips": val.count if val else 0, "ray_train_run": result.run_path,
                "resumed_from_epoch": result.resumed_from_epoch,
                "epochs": [stats.__dict__ for stats in result.history],

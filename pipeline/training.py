@@ -186,6 +186,7 @@ class TrainResult:
     history: list[EpochStats]
     resumed_from_epoch: int  # 0 when the run started fresh
     run_path: str
+    nodes: list[str]  # Ray node ids the workers ran on (in the last attempt)
 
 
 def train_distributed(config: ModelConfig, train_clips, val_clips, settings: TrainSettings,
@@ -211,7 +212,9 @@ def train_distributed(config: ModelConfig, train_clips, val_clips, settings: Tra
         run_config=ray.train.RunConfig(
             name=run.name, storage_path=run.storage_path,
             failure_config=ray.train.FailureConfig(max_failures=run.max_failures),
-            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=run.checkpoints_to_keep)),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=run.checkpoints_to_keep),
+            # Ray Train's INFO lines repeat every report; our rank 0 prints one line per epoch.
+            logging_config=ray.train.LoggingConfig(log_level="WARNING")),
         datasets=datasets,
         dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
     )
@@ -224,11 +227,13 @@ def train_distributed(config: ModelConfig, train_clips, val_clips, settings: Tra
     checkpoint = state["checkpoint"]
     model, _ = load_checkpoint(checkpoint)
     history = [EpochStats(**stats) for stats in state["history"]]
-    return TrainResult(model, checkpoint, history, int(state["resumed_from_epoch"]), result.path)
+    return TrainResult(model, checkpoint, history, int(state["resumed_from_epoch"]), result.path,
+                       list(state.get("nodes", [])))
 
 
 def _train_worker(loop_config: dict) -> None:
     """Runs on every Ray Train worker: DDP training, rank-0 validation, a checkpoint per epoch."""
+    import ray
     import ray.train
     import ray.train.torch
     import torch.distributed as dist
@@ -257,6 +262,11 @@ def _train_worker(loop_config: dict) -> None:
             print(f"resuming from the checkpoint of epoch {resumed_from}", flush=True)
     device = ray.train.torch.get_device()
     model = ray.train.torch.prepare_model(model)
+    nodes = [ray.get_runtime_context().get_node_id()]
+    if world > 1:  # where the workers run, for the summary (a multi-node run shows several)
+        gathered = [None] * world
+        dist.all_gather_object(gathered, nodes[0])
+        nodes = gathered
     tracker = _EpochTracker(loop_config.get("mlflow")) if rank == 0 else None
     train_shard = ray.train.get_dataset_shard("train")
     loss_fn = nn.CrossEntropyLoss()
@@ -302,7 +312,7 @@ def _train_worker(loop_config: dict) -> None:
         bare = getattr(model, "module", model)
         state = {"model": {k: v.detach().cpu() for k, v in bare.state_dict().items()},
                  "optimizer": optimizer.state_dict(), "epoch": epoch, "history": history,
-                 "resumed_from_epoch": resumed_from,
+                 "resumed_from_epoch": resumed_from, "nodes": sorted(set(nodes)),
                  "checkpoint": checkpoint_bytes(bare, config)}
         with tempfile.TemporaryDirectory() as directory:
             torch.save(state, os.path.join(directory, STATE_FILE))

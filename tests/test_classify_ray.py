@@ -4,10 +4,6 @@ real encoded videos, an in-process Ray, and a real two-node Ray cluster on loopb
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import duckdb
@@ -15,6 +11,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from fixtures.ray_cluster import last_json
 from videos import write_testsrc
 
 from pipeline.cli import main as vidpipe
@@ -23,7 +20,6 @@ from pipeline.models import clips_to_tensor
 from pipeline.models.checkpoint import ModelConfig, load_checkpoint, save_checkpoint
 from pipeline.rows import PREDICTION_SCHEMA
 
-ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ("MoveDown", "MoveLeft", "MoveRight", "MoveUp")
 
 
@@ -114,37 +110,14 @@ def _arrow_fs(fs):
 
 
 @pytest.mark.slow
-def test_job_submitted_to_a_two_node_cluster_runs_on_both_nodes(motion_corpus, checkpoint,
-                                                                 tmp_path):
-    from fixtures.s3 import free_port
-
-    env = {**os.environ, "VIDPIPE_GCS_PORT": str(free_port()),
-           "VIDPIPE_DASHBOARD_PORT": str(free_port()), "RAY_AUTH_MODE": "token"}
-    env.pop("RAY_ADDRESS", None)
-    ray = str(Path(sys.executable).parent / "ray")
+def test_job_submitted_to_a_two_node_cluster_runs_on_both_nodes(ray_cluster, motion_corpus,
+                                                                 checkpoint, tmp_path):
     output = tmp_path / "out"
-    try:
-        subprocess.run(["bash", str(ROOT / "cluster/local/start.sh")], env=env, check=True,
-                       capture_output=True, timeout=180)
-        submit = [ray, "job", "submit", "--address",
-                  f"http://127.0.0.1:{env['VIDPIPE_DASHBOARD_PORT']}", "--working-dir", str(ROOT),
-                  "--runtime-env-json",
-                  json.dumps({"excludes": [".venv", ".git", "demo-output", "*.db", "mlruns"]}),
-                  "--", sys.executable, "jobs/batch_classify.py", str(motion_corpus), str(output),
-                  "--model", str(checkpoint), "--num-actors", "2", "--json"]
-        deadline = time.time() + 90
-        while True:  # the head's job agent comes up a few seconds after `ray start` returns
-            done = subprocess.run(submit, env=env, capture_output=True, text=True, timeout=600)
-            if "No available agent" not in done.stderr or time.time() > deadline:
-                break
-            time.sleep(3)
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-        summary = next(json.loads(line) for line in reversed(done.stdout.splitlines())
-                       if line.startswith("{"))
-        assert summary["videos"] == 48 and summary["errors"] == 0
-        assert len(summary["nodes"]) == 2  # decode tasks and actors ran on both nodes
-        count = duckdb.sql(f"select count(*) from read_parquet('{output}/*.parquet')").fetchall()[0][0]
-        assert count == 48
-    finally:
-        subprocess.run(["bash", str(ROOT / "cluster/local/stop.sh")], env=env,
-                       capture_output=True, timeout=120)
+    done = ray_cluster.submit(["jobs/batch_classify.py", str(motion_corpus), str(output),
+                               "--model", str(checkpoint), "--num-actors", "2", "--json"])
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    summary = last_json(done.stdout)
+    assert summary["videos"] == 48 and summary["errors"] == 0
+    assert len(summary["nodes"]) == 2  # decode tasks and actors ran on both nodes
+    count = duckdb.sql(f"select count(*) from read_parquet('{output}/*.parquet')").fetchall()[0][0]
+    assert count == 48
