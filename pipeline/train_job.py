@@ -81,8 +81,6 @@ def split_data(data: str, val: str | None, val_fraction: float, seed: int,
 
 
 def run_training(request: TrainRequest, say: Callable[[str], None]) -> dict:
-    from mlflow.exceptions import MlflowException
-
     from .ray_runtime import cluster_has_gpus, ensure_ray
 
     data = split_data(request.data, request.val, request.val_fraction, request.seed,
@@ -92,25 +90,14 @@ def run_training(request: TrainRequest, say: Callable[[str], None]) -> dict:
     ensure_ray(request.ray_address)
     if request.use_gpu and not cluster_has_gpus():
         raise ValueError("--gpus asked for GPU workers but the Ray cluster has no GPUs")
-
-    say(f"decoding {len(data.train)} training and {len(data.val)} validation videos")
-    train = decode_labelled(data.train, request.frames, request.size, request.endpoint_url,
-                            request.cache, request.window_seconds)
-    val = decode_labelled(data.val, request.frames, request.size, request.endpoint_url,
-                          request.cache, request.window_seconds) if data.val else None
-    for uri, reason in train.skipped + (val.skipped if val else []):
-        say(f"skipped {uri}: {reason}")
-    if not train.count:
-        raise ValueError("no training clip could be decoded")
-    if request.cache:
-        say(f"clip cache: train {train.cache}, validation {val.cache if val else '-'}")
+    train, val = _decode(request, data, say)
 
     config = ModelConfig(arch=request.arch, class_names=data.class_names,
                          frames=request.frames, size=request.size)
     settings = TrainSettings(epochs=request.epochs, batch_size=request.batch_size,
                              lr=request.lr, seed=request.seed)
     fingerprint = dataset_fingerprint(data.train + data.val)
-    run = RunSpec(*_storage(request), name=request.name or _run_name(request, fingerprint),
+    run = RunSpec(_storage_path(request), name=request.name or _run_name(request, fingerprint),
                   workers=request.workers, use_gpu=request.use_gpu,
                   max_failures=request.max_failures)
     uri = tracking_uri(request.mlflow_uri)
@@ -128,9 +115,13 @@ def run_training(request: TrainRequest, say: Callable[[str], None]) -> dict:
 
     say(f"training {config.arch} with {run.workers} worker(s) on {train.count} clips "
         f"(run {run.name} under {run.storage_path})")
-    result = train_distributed(
-        config, train.dataset, val.dataset if val else None, settings, run,
-        mlflow={"tracking_uri": uri, "run_id": tracking.run_id} if tracking.active else None)
+    try:
+        result = train_distributed(
+            config, train.dataset, val.dataset if val else None, settings, run,
+            mlflow={"tracking_uri": uri, "run_id": tracking.run_id} if tracking.active else None)
+    except BaseException:
+        tracking.end(ok=False)
+        raise
     _write_bytes(request.out, result.checkpoint)
     say(f"checkpoint written to {request.out}"
         + (f" (resumed from epoch {result.resumed_from_epoch})" if result.resumed_from_epoch else ""))
@@ -141,30 +132,43 @@ def run_training(request: TrainRequest, say: Callable[[str], None]) -> dict:
                "resumed_from_epoch": result.resumed_from_epoch,
                "epochs": [stats.__dict__ for stats in result.history],
                "mlflow_run_id": tracking.run_id}
-    evaluation = None
+    val_arrays, evaluation = None, None
     if val and val.count:
-        clips, labels, uris = to_arrays(val.dataset, config.class_names, config.frames, config.size)
-        evaluation = evaluate(result.model, config.class_names, config.frames, clips, labels, uris)
+        val_arrays = to_arrays(val.dataset, config.class_names, config.frames, config.size)
+        evaluation = evaluate(result.model, config.class_names, config.frames, *val_arrays)
         summary["val_accuracy"] = evaluation.clip_accuracy
         summary["evaluation"] = evaluation.to_dict()
         say(f"validation: clip accuracy {evaluation.clip_accuracy:.3f}, "
             f"video accuracy {evaluation.video_accuracy:.3f}, top-5 {evaluation.top5_accuracy:.3f}")
-    report_dir = write_report(request.out, config, result, evaluation)
-    summary["report"] = report_dir
+    summary["report"] = write_report(request.out, config, result, evaluation)
     if tracking.active:
         tracking.log_metrics(_final_metrics(evaluation))
-        tracking.log_artifacts(report_dir)
-        try:
-            summary.update(_register(request, tracking, uri,
-                                     (clips, labels, uris) if evaluation else None, evaluation, say))
-        except (MlflowException, OSError) as exc:  # an outage mid-registration: keep the checkpoint
-            say(f"warning: registration failed ({type(exc).__name__}: "
-                f"{redact(str(exc).splitlines()[0] if str(exc) else '')})")
+        tracking.log_artifacts(summary["report"])
+        summary.update(_register(request, tracking, uri, val_arrays, evaluation, say))
     tracking.end(ok=True)
     if request.register and "model_version" not in summary:
         raise RegistrationFailed(f"trained, but not registered as {request.register} (MLflow "
                                  f"unreachable); the checkpoint is at {request.out}")
     return summary
+
+
+def _decode(request: TrainRequest, data: LabelledData, say):
+    """(train, val or None) clip datasets, decoded once or read from the clip cache."""
+    say(f"decoding {len(data.train)} training and {len(data.val)} validation videos")
+
+    def decode(videos):
+        return decode_labelled(videos, request.frames, request.size, request.endpoint_url,
+                               request.cache, request.window_seconds)
+
+    train = decode(data.train)
+    val = decode(data.val) if data.val else None
+    for uri, reason in train.skipped + (val.skipped if val else []):
+        say(f"skipped {uri}: {reason}")
+    if not train.count:
+        raise ValueError("no training clip could be decoded")
+    if request.cache:
+        say(f"clip cache: train {train.cache}, validation {val.cache if val else '-'}")
+    return train, val
 
 
 def write_report(out: str, config: ModelConfig, result: TrainResult,
@@ -184,7 +188,20 @@ def write_report(out: str, config: ModelConfig, result: TrainResult,
 
 def _register(request: TrainRequest, tracking: TrainingRun, uri: str, val_arrays,
               evaluation: Evaluation | None, say) -> dict:
-    """Log the model; with --register, version it and run the champion/challenger gate."""
+    """Log the model; with --register, version it and run the champion/challenger gate. An MLflow
+    failure here is a warning: the checkpoint is already on disk."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return _register_and_gate(request, tracking, uri, val_arrays, evaluation, say)
+    except (MlflowException, OSError) as exc:  # OSError covers requests' connection errors
+        first_line = (str(exc).strip().splitlines() or [""])[0][:200]
+        say(f"warning: registration failed ({type(exc).__name__}: {redact(first_line)})")
+        return {}
+
+
+def _register_and_gate(request: TrainRequest, tracking: TrainingRun, uri: str, val_arrays,
+                       evaluation: Evaluation | None, say) -> dict:
     incumbent = champion_version(uri, request.register) if request.register else None
     version = tracking.log_model(os.path.abspath(request.out), request.register)
     if not request.register or version is None:
@@ -236,12 +253,11 @@ def _final_metrics(evaluation: Evaluation | None) -> dict:
             "eval_clips_per_s": evaluation.clips_per_s}
 
 
-def _storage(request: TrainRequest) -> tuple[str]:
+def _storage_path(request: TrainRequest) -> str:
     """Ray Train's storage path: --storage-path, else `ray-train/` beside the checkpoint. A
     multi-node cluster needs shared storage (s3://...) here."""
-    if request.storage_path:
-        return (request.storage_path,)
-    return (os.path.join(os.path.dirname(os.path.abspath(request.out)), "ray-train"),)
+    return request.storage_path or os.path.join(os.path.dirname(os.path.abspath(request.out)),
+                                                "ray-train")
 
 
 def _run_name(request: TrainRequest, fingerprint: str) -> str:

@@ -13,15 +13,13 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-from .corpus import LabelledVideo
-from .frames import VideoDecodeError, sample_clip
 from .models import clips_to_tensor
 from .models.checkpoint import ModelConfig
 
@@ -49,28 +47,10 @@ class EpochStats:
 
 @dataclass
 class LabelledClips:
-    """Decoded clips uint8 [N, T, H, W, 3] with label indices [N], and the videos that failed."""
+    """Decoded clips uint8 [N, T, H, W, 3] with label indices [N] (see clips.to_arrays)."""
 
     clips: np.ndarray
     labels: np.ndarray
-    skipped: list[tuple[str, str]] = field(default_factory=list)
-
-
-def load_clips(videos: Sequence[LabelledVideo], class_names: Sequence[str], frames: int,
-               size: int) -> LabelledClips:
-    """Decode every video once with the same sampling as inference; bad videos are skipped
-    and reported, never fatal."""
-    clips, labels, skipped = [], [], []
-    for video in videos:
-        try:
-            clips.append(sample_clip(video.uri, num_frames=frames, size=(size, size)))
-            labels.append(class_names.index(video.label))
-        except VideoDecodeError as exc:
-            skipped.append((video.uri, str(exc)))
-    if not clips:
-        return LabelledClips(np.zeros((0, frames, size, size, 3), np.uint8),
-                             np.zeros(0, np.int64), skipped)
-    return LabelledClips(np.stack(clips), np.asarray(labels, np.int64), skipped)
 
 
 def augment(clips: np.ndarray, rng: np.random.Generator, settings: TrainSettings) -> torch.Tensor:

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import duckdb
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
