@@ -31,6 +31,9 @@ from pipeline.synthetic import make_corpus
 ROOT = Path(__file__).resolve().parents[1]
 TEMPORAL_THRESHOLD = 0.75
 EPOCHS = 25
+# With 2 workers (global batch 8) the paper's lr 1e-3 can sit at chance for 5 to 25+ epochs,
+# depending on data order; 5e-4 left that plateau within ~5 epochs in every run we measured.
+LR = "5e-4"
 REGISTERED = "vidpipe-test"
 
 
@@ -56,7 +59,7 @@ def champion_run(ray_local, training_corpus, mlflow_server, tmp_path_factory) ->
     """The paper's model trained with 2 Ray Train workers and registered: the first champion."""
     out = tmp_path_factory.mktemp("champion") / "model.pt"
     code, summary, err = _run(
-        ["train", str(training_corpus), "--out", str(out), "--epochs", str(EPOCHS),
+        ["train", str(training_corpus), "--out", str(out), "--epochs", str(EPOCHS), "--lr", LR,
          "--workers", "2", "--register", REGISTERED, "--mlflow-uri", mlflow_server, "--json"])
     assert code == 0, err[-3000:]
     return summary
@@ -75,7 +78,7 @@ def test_two_workers_learn_motion_and_everything_is_tracked(champion_run, mlflow
     assert run.info.status == "FINISHED"
     params = run.data.params
     assert params["arch"] == "cnn3d_gru128" and params["workers"] == "2"
-    assert params["epochs"] == str(EPOCHS) and params["lr"] == "0.001"
+    assert params["epochs"] == str(EPOCHS) and float(params["lr"]) == float(LR)
     assert len(params["dataset_fingerprint"]) == 16
     history = client.get_metric_history(run.info.run_id, "val_accuracy")
     assert sorted(m.step for m in history) == list(range(1, EPOCHS + 1))  # logged by rank 0 per epoch
@@ -99,7 +102,7 @@ def test_order_blind_baseline_stays_near_chance_and_does_not_take_the_champion(
         champion_run, training_corpus, mlflow_server, tmp_path):
     code, summary, err = _run(
         ["train", str(training_corpus), "--out", str(tmp_path / "baseline.pt"), "--arch",
-         "cnn2d_none", "--epochs", str(EPOCHS), "--workers", "2", "--register", REGISTERED,
+         "cnn2d_none", "--epochs", str(EPOCHS), "--lr", LR, "--workers", "2", "--register", REGISTERED,
          "--mlflow-uri", mlflow_server, "--json"])
     assert code == 0, err[-3000:]
     baseline = Evaluation(**summary["evaluation"])
