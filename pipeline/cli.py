@@ -15,9 +15,9 @@ from . import synthetic
 from .corpus import CorpusError
 from .frames import VideoDecodeError
 from .inference import TooManyErrors
-from .train_job import RegistrationFailed
 from .models import DEFAULT_ARCH, canonical_arch
 from .models.checkpoint import CheckpointError
+from .train_job import RegistrationFailed
 
 
 class UsageError(Exception):
