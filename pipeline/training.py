@@ -10,7 +10,9 @@ frames at 64x64.
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -221,6 +223,7 @@ def _train_worker(loop_config: dict) -> None:
     from .clips import unpack_batch
     from .models.checkpoint import checkpoint_bytes
 
+    _quiet_report_logs()
     config = ModelConfig.from_dict(loop_config["model"])
     settings = TrainSettings(**loop_config["settings"])
     context = ray.train.get_context()
@@ -239,7 +242,7 @@ def _train_worker(loop_config: dict) -> None:
         resumed_from = int(state["epoch"])
         start_epoch = resumed_from + 1
         if rank == 0:
-            print(f"resuming from the checkpoint of epoch {resumed_from}", flush=True)
+            _progress(f"resuming from the checkpoint of epoch {resumed_from}")
     device = ray.train.torch.get_device()
     model = ray.train.torch.prepare_model(model)
     nodes = [ray.get_runtime_context().get_node_id()]
@@ -285,9 +288,9 @@ def _train_worker(loop_config: dict) -> None:
         if rank != 0:
             ray.train.report(metrics)
             continue
-        print(f"epoch {epoch}/{settings.epochs}: loss={stats.loss:.4f} acc={stats.accuracy:.3f}"
-              + (f" val_acc={stats.val_accuracy:.3f}" if stats.val_accuracy is not None else "")
-              + f" clips/s={stats.clips_per_s:.1f}", flush=True)
+        _progress(f"epoch {epoch}/{settings.epochs}: loss={stats.loss:.4f} acc={stats.accuracy:.3f}"
+                  + (f" val_acc={stats.val_accuracy:.3f}" if stats.val_accuracy is not None else "")
+                  + f" clips/s={stats.clips_per_s:.1f}")
         tracker.log(stats)
         bare = getattr(model, "module", model)
         state = {"model": {k: v.detach().cpu() for k, v in bare.state_dict().items()},
@@ -297,6 +300,22 @@ def _train_worker(loop_config: dict) -> None:
         with tempfile.TemporaryDirectory() as directory:
             torch.save(state, os.path.join(directory, STATE_FILE))
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+
+
+def _progress(message: str) -> None:
+    # stderr: Ray forwards it to the driver's stderr, keeping the driver's stdout for --json.
+    print(message, file=sys.stderr, flush=True)
+
+
+def _quiet_report_logs() -> None:
+    """Ray Train 2.60 logs every report (metrics dict included) at INFO through a logger named by
+    its file path, outside the `ray.train` hierarchy that LoggingConfig controls. Rank 0 already
+    prints one line per epoch, so keep those to warnings."""
+    try:
+        from ray.train.v2._internal.execution import context
+    except ImportError:  # another Ray version: its logs stay as they are
+        return
+    logging.getLogger(context.__file__).setLevel(logging.WARNING)
 
 
 def _validate(model: nn.Module, config: ModelConfig, stats: EpochStats) -> None:
@@ -339,5 +358,5 @@ class _EpochTracker:
             client.log_batch(self.target["run_id"], metrics=metrics)
         except Exception as exc:  # training must survive a tracking outage
             self.failed = True
-            print(f"warning: MLflow unreachable, epoch metrics not logged from now on "
-                  f"({type(exc).__name__}); checkpoints are unaffected", flush=True)
+            _progress(f"warning: MLflow unreachable, epoch metrics not logged from now on "
+                      f"({type(exc).__name__}); checkpoints are unaffected")
