@@ -19,34 +19,12 @@ import numpy as np
 
 CHECKPOINT_FILE = "checkpoint.pt"
 MODEL_NAME_IN_RUN = "model"
+PYFUNC_CODE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mlflow_pyfunc.py")
 
 
 def tracking_uri(uri: str | None = None) -> str:
     """--mlflow-uri, else MLFLOW_TRACKING_URI, else a local sqlite store in the working dir."""
     return uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{os.path.abspath('mlflow.db')}"
-
-
-def _pyfunc_class():
-    import mlflow
-
-    class VidpipeClassifier(mlflow.pyfunc.PythonModel):
-        """uint8 clips [B, T, H, W, 3] -> class probabilities [B, C]."""
-
-        def load_context(self, context):
-            from pipeline.models.checkpoint import load_checkpoint
-
-            self.model, self.config = load_checkpoint(context.artifacts["checkpoint"])
-
-        def predict(self, context, model_input, params=None):
-            import torch
-
-            from pipeline.models import clips_to_tensor
-
-            with torch.no_grad():
-                logits = self.model(clips_to_tensor(np.asarray(model_input, dtype=np.uint8)))
-            return torch.softmax(logits, dim=1).numpy()
-
-    return VidpipeClassifier
 
 
 def log_model(checkpoint_path: str, registered_name: str | None = None):
@@ -68,7 +46,7 @@ def log_model(checkpoint_path: str, registered_name: str | None = None):
     try:
         return mlflow.pyfunc.log_model(
             name=MODEL_NAME_IN_RUN,
-            python_model=_pyfunc_class()(),
+            python_model=PYFUNC_CODE,  # models from code: loading it unpickles nothing
             artifacts={"checkpoint": staged},
             signature=signature,
             registered_model_name=registered_name,

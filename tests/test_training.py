@@ -27,6 +27,7 @@ from pipeline.cli import main as vidpipe
 from pipeline.evaluation import Evaluation
 from pipeline.models.checkpoint import load_checkpoint
 from pipeline.synthetic import make_corpus
+from pipeline.training import predict_probs
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPORAL_THRESHOLD = 0.75
@@ -95,6 +96,11 @@ def test_two_workers_learn_motion_and_everything_is_tracked(champion_run, mlflow
 
     info = mlflow.models.get_model_info(f"models:/{REGISTERED}/1")
     assert tuple(info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"]) == (-1, 20, 64, 64, 3)
+    # The logged model is code + checkpoint: pyfunc loading runs our wrapper, unpickles nothing,
+    # and predicts exactly what the checkpoint predicts.
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{REGISTERED}/1")
+    clips = np.random.default_rng(0).integers(0, 256, (2, 20, 64, 64, 3), dtype=np.uint8)
+    assert np.allclose(pyfunc.predict(clips), predict_probs(model, clips), atol=1e-6)
 
 
 @pytest.mark.slow

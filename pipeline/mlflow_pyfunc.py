@@ -1,0 +1,31 @@
+"""The MLflow pyfunc wrapper of a vidpipe checkpoint, logged as code ("models from code").
+
+MLflow copies this file into the logged model and runs it at load time, so loading the model
+with `mlflow.pyfunc.load_model` unpickles nothing; the weights come from the `checkpoint`
+artifact, read with `torch.load(weights_only=True)`. Not imported by the library itself.
+"""
+
+import mlflow
+import numpy as np
+from mlflow.pyfunc import PythonModel
+
+
+class VidpipeClassifier(PythonModel):
+    """uint8 clips [B, T, H, W, 3] -> class probabilities [B, C]."""
+
+    def load_context(self, context):
+        from pipeline.models.checkpoint import load_checkpoint
+
+        self.model, self.config = load_checkpoint(context.artifacts["checkpoint"])
+
+    def predict(self, context, model_input, params=None):
+        import torch
+
+        from pipeline.models import clips_to_tensor
+
+        with torch.no_grad():
+            logits = self.model(clips_to_tensor(np.asarray(model_input, dtype=np.uint8)))
+        return torch.softmax(logits, dim=1).numpy()
+
+
+mlflow.models.set_model(VidpipeClassifier())
