@@ -90,10 +90,8 @@ def decode_labelled(videos: Sequence[LabelledVideo], frames: int, size: int,
     )
     status = decoded.select_columns(["uri", "error"]).take_all()
     skipped = sorted({(row["uri"], row["error"]) for row in status if row["error"]})
-    dataset = decoded
-    if skipped:  # equal shards must hold only trainable rows
-        dataset = decoded.map_batches(_only_decoded, batch_format="pyarrow").materialize()
-    dataset = dataset.drop_columns(["error"]).materialize()
+    # Only trainable rows: equal Ray Train shards must not count undecodable videos.
+    dataset = decoded.map_batches(_decoded_rows_only, batch_format="pyarrow").materialize()
     count = sum(1 for row in status if not row["error"])
     result = DecodedClips(dataset, count, skipped)
     if cache_dir and count:
@@ -142,10 +140,10 @@ def _decode_rows(row: dict, frames: int, size: int, window_seconds: float | None
     return [{**row, "segment": 0, "clip": b"", "error": reason}]
 
 
-def _only_decoded(table):
+def _decoded_rows_only(table):
     import pyarrow.compute as pc
 
-    return table.filter(pc.equal(table["error"], ""))
+    return table.filter(pc.equal(table["error"], "")).drop_columns(["error"])
 
 
 def _read_cache(cache_dir: str, endpoint_url: str | None) -> DecodedClips | None:

@@ -210,17 +210,22 @@ def test_mlflow_outage_keeps_the_checkpoint(motion_corpus, tmp_path, ray_local, 
     assert config.arch == "cnn2d_gru32"
 
 
-def test_clip_cache_is_reused_only_for_the_same_videos_and_sampling(motion_corpus, tmp_path,
-                                                                   ray_local):
+def test_clip_cache_is_reused_only_for_the_same_videos_and_sampling(motion_corpus, bad_videos,
+                                                                   tmp_path, ray_local):
     from pipeline.clips import decode_labelled, to_arrays
-    from pipeline.corpus import read_corpus
+    from pipeline.corpus import LabelledVideo, read_corpus
 
     corpus = read_corpus(str(motion_corpus))
+    broken = LabelledVideo(f"file://{bad_videos['truncated']}", "MoveUp", "g99")
     videos = list(corpus.videos[:6])
     cache = str(tmp_path / "cache")
-    first = decode_labelled(videos, 8, 32, cache_uri=cache)
+    first = decode_labelled(videos + [broken], 8, 32, cache_uri=cache)
+    assert first.count == 6 and first.dataset.count() == 6  # the broken video is skipped, named
+    assert [uri for uri, _ in first.skipped] == [broken.uri]
+    videos.append(broken)
     again = decode_labelled(videos, 8, 32, cache_uri=cache)
     assert (first.cache, again.cache) == ("written", "hit")
+    assert again.skipped == first.skipped
     clips, labels, uris = to_arrays(first.dataset, corpus.class_names, 8, 32)
     cached, cached_labels, cached_uris = to_arrays(again.dataset, corpus.class_names, 8, 32)
     order, cached_order = np.argsort(uris), np.argsort(cached_uris)
@@ -229,8 +234,6 @@ def test_clip_cache_is_reused_only_for_the_same_videos_and_sampling(motion_corpu
     assert decode_labelled(videos, 10, 32, cache_uri=cache).cache == "written"  # other sampling
     changed = tmp_path / "changed.mp4"
     changed.write_bytes(Path(videos[0].uri.removeprefix("file://")).read_bytes())
-    from pipeline.corpus import LabelledVideo
-
     replaced = [LabelledVideo(f"file://{changed}", videos[0].label, videos[0].group,
                               "fp-different")] + videos[1:]
     assert decode_labelled(replaced, 8, 32, cache_uri=cache).cache == "written"  # other videos
