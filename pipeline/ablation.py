@@ -11,12 +11,12 @@ from __future__ import annotations
 import os
 import time
 
-from .clips import dataset_fingerprint, decode_labelled, to_arrays
+from .clips import dataset_fingerprint, to_arrays
 from .evaluation import evaluate
 from .models import count_parameters
 from .models.checkpoint import ModelConfig, save_checkpoint
 from .tracking import TrainingRun, tracking_uri
-from .train_job import split_data
+from .train_job import decode_split, split_data
 from .training import RunSpec, TrainSettings, train_distributed
 
 # arch -> (the paper's name, its reported UCF50 accuracy in %), in the paper's table order.
@@ -44,11 +44,8 @@ def run_ablation(args, say) -> dict:
     if not data.val:
         raise ValueError("the ablation needs validation videos (--val, or several groups in DATA)")
     ensure_ray(args.ray_address)
-    say(f"decoding {len(data.train)} training and {len(data.val)} validation videos once")
-    train = decode_labelled(data.train, args.frames, args.size, args.s3_endpoint_url, args.cache,
-                            args.window_seconds)
-    val = decode_labelled(data.val, args.frames, args.size, args.s3_endpoint_url, args.cache,
-                          args.window_seconds)
+    train, val = decode_split(data, args.frames, args.size, args.s3_endpoint_url, args.cache,
+                              args.window_seconds, say)
     val_arrays = to_arrays(val.dataset, data.class_names, args.frames, args.size)
     settings = TrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                              seed=args.seed)
@@ -67,8 +64,8 @@ def run_ablation(args, say) -> dict:
             config, train.dataset, val.dataset, settings, run,
             mlflow={"tracking_uri": uri, "run_id": tracking.run_id} if tracking.active else None)
         scored = evaluate(result.model, data.class_names, args.frames, *val_arrays)
-        row = {"arch": arch, "paper_name": PAPER_VARIANTS.get(arch, (arch, None))[0],
-               "paper_accuracy": PAPER_VARIANTS.get(arch, (arch, None))[1],
+        paper_name, paper_accuracy = PAPER_VARIANTS.get(arch, (arch, None))
+        row = {"arch": arch, "paper_name": paper_name, "paper_accuracy": paper_accuracy,
                "val_accuracy": scored.clip_accuracy, "parameters": count_parameters(result.model),
                "train_s": sum(stats.seconds or 0.0 for stats in result.history),
                "seconds_per_frame": scored.seconds_per_frame}

@@ -96,11 +96,8 @@ class TrainingRun:
             self.run_id, params=[Param(k, str(v)) for k, v in params.items()]))
 
     def log_metrics(self, metrics: dict, step: int = 0) -> None:
-        from mlflow.entities import Metric
-
-        now = int(time.time() * 1000)
         self._call("log metrics", lambda: self.client.log_batch(
-            self.run_id, metrics=[Metric(k, float(v), now, step) for k, v in metrics.items()]))
+            self.run_id, metrics=metric_batch(metrics, step)))
 
     def set_tags(self, tags: dict) -> None:
         for key, value in tags.items():
@@ -143,9 +140,21 @@ class TrainingRun:
             return None
 
     def _failed(self, what: str, exc: Exception) -> None:
-        first_line = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        self.warn(f"MLflow at {redact(self.uri)}: could not {what} ({type(exc).__name__}: "
-                  f"{redact(first_line)})")
+        self.warn(f"MLflow at {redact(self.uri)}: could not {what} ({describe_failure(exc)})")
+
+
+def metric_batch(metrics: dict, step: int) -> list:
+    """MLflow Metric entities for one `log_batch` call, all stamped now at `step`."""
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    return [Metric(key, float(value), now, step) for key, value in metrics.items()]
+
+
+def describe_failure(exc: BaseException) -> str:
+    """`Type: first line of the message`, short and with URI credentials redacted."""
+    first_line = (str(exc).strip().splitlines() or [""])[0][:200]
+    return redact(f"{type(exc).__name__}: {first_line}")
 
 
 @dataclass

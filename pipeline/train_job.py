@@ -22,9 +22,10 @@ from .clips import dataset_fingerprint, decode_labelled, to_arrays, with_fingerp
 from .corpus import LabelledVideo, read_corpus, split_by_group
 from .evaluation import Evaluation, evaluate, plot_confusion, plot_learning_curve
 from .models import count_parameters
-from .models.checkpoint import ModelConfig
+from .models.checkpoint import ModelConfig, write_checkpoint_bytes
 from .storage import filesystem
-from .tracking import TrainingRun, apply_gate, champion_version, redact, tracking_uri
+from .tracking import (TrainingRun, apply_gate, champion_version, describe_failure,
+                       tracking_uri)
 from .training import RunSpec, TrainResult, TrainSettings, train_distributed
 
 RUN_MARKER = "vidpipe-mlflow-run.json"  # in the Ray Train run folder: which MLflow run it feeds
@@ -90,7 +91,8 @@ def run_training(request: TrainRequest, say: Callable[[str], None]) -> dict:
     ensure_ray(request.ray_address)
     if request.use_gpu and not cluster_has_gpus():
         raise ValueError("--gpus asked for GPU workers but the Ray cluster has no GPUs")
-    train, val = _decode(request, data, say)
+    train, val = decode_split(data, request.frames, request.size, request.endpoint_url,
+                              request.cache, request.window_seconds, say)
 
     config = ModelConfig(arch=request.arch, class_names=data.class_names,
                          frames=request.frames, size=request.size)
@@ -122,7 +124,7 @@ def run_training(request: TrainRequest, say: Callable[[str], None]) -> dict:
     except BaseException:
         tracking.end(ok=False)
         raise
-    _write_bytes(request.out, result.checkpoint)
+    write_checkpoint_bytes(result.checkpoint, request.out)
     say(f"checkpoint written to {request.out}"
         + (f" (resumed from epoch {result.resumed_from_epoch})" if result.resumed_from_epoch else ""))
 
@@ -152,13 +154,14 @@ def run_training(request: TrainRequest, say: Callable[[str], None]) -> dict:
     return summary
 
 
-def _decode(request: TrainRequest, data: LabelledData, say):
-    """(train, val or None) clip datasets, decoded once or read from the clip cache."""
+def decode_split(data: LabelledData, frames: int, size: int, endpoint_url: str | None,
+                 cache: str | None, window_seconds: float | None, say):
+    """(train, val or None) clip datasets, decoded once or read from the clip cache; every
+    undecodable video is named."""
     say(f"decoding {len(data.train)} training and {len(data.val)} validation videos")
 
     def decode(videos):
-        return decode_labelled(videos, request.frames, request.size, request.endpoint_url,
-                               request.cache, request.window_seconds)
+        return decode_labelled(videos, frames, size, endpoint_url, cache, window_seconds)
 
     train = decode(data.train)
     val = decode(data.val) if data.val else None
@@ -166,7 +169,7 @@ def _decode(request: TrainRequest, data: LabelledData, say):
         say(f"skipped {uri}: {reason}")
     if not train.count:
         raise ValueError("no training clip could be decoded")
-    if request.cache:
+    if cache:
         say(f"clip cache: train {train.cache}, validation {val.cache if val else '-'}")
     return train, val
 
@@ -195,8 +198,7 @@ def _register(request: TrainRequest, tracking: TrainingRun, uri: str, val_arrays
     try:
         return _register_and_gate(request, tracking, uri, val_arrays, evaluation, say)
     except (MlflowException, OSError) as exc:  # OSError covers requests' connection errors
-        first_line = (str(exc).strip().splitlines() or [""])[0][:200]
-        say(f"warning: registration failed ({type(exc).__name__}: {redact(first_line)})")
+        say(f"warning: registration failed ({describe_failure(exc)})")
         return {}
 
 
@@ -288,13 +290,3 @@ def _write_marker(run: RunSpec, run_id: str, endpoint_url: str | None) -> None:
     fs.makedirs(posixpath.dirname(path), exist_ok=True)
     with fs.open(path, "w") as handle:
         json.dump({"mlflow_run_id": run_id, "written": time.time()}, handle)
-
-
-def _write_bytes(path: str, data: bytes) -> None:
-    """Atomic local write: a crash never leaves half a checkpoint at `path`."""
-    path = os.path.abspath(path)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-    os.replace(tmp, path)

@@ -77,25 +77,33 @@ def augment(clips: np.ndarray, rng: np.random.Generator, settings: TrainSettings
     return tensor.clamp_(0.0, 1.0)
 
 
+def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, clips: np.ndarray,
+               labels: np.ndarray, settings: TrainSettings, rng: np.random.Generator,
+               device: torch.device | str = "cpu") -> tuple[float, int]:
+    """One optimisation step on an augmented batch; returns (summed loss, correct predictions)."""
+    inputs = augment(clips, rng, settings).to(device)
+    targets = torch.from_numpy(labels).to(device)
+    optimizer.zero_grad()
+    logits = model(inputs)
+    loss = nn.functional.cross_entropy(logits, targets)
+    loss.backward()
+    optimizer.step()
+    return loss.item() * len(labels), int((logits.argmax(1) == targets).sum())
+
+
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, clips: np.ndarray,
                 labels: np.ndarray, settings: TrainSettings, rng: np.random.Generator
                 ) -> tuple[float, float, float]:
     """One pass in random order; returns (mean loss, accuracy, clips/s)."""
     model.train()
-    loss_fn = nn.CrossEntropyLoss()
     order = rng.permutation(len(clips))
     total_loss, correct, started = 0.0, 0, time.perf_counter()
     for start in range(0, len(order), settings.batch_size):
         index = order[start:start + settings.batch_size]
-        inputs = augment(clips[index], rng, settings)
-        targets = torch.from_numpy(labels[index])
-        optimizer.zero_grad()
-        logits = model(inputs)
-        loss = loss_fn(logits, targets)
-        loss.backward()
-        optimizer.step()
-        total_loss += loss.item() * len(index)
-        correct += int((logits.argmax(1) == targets).sum())
+        batch_loss, batch_correct = train_step(model, optimizer, clips[index], labels[index],
+                                               settings, rng)
+        total_loss += batch_loss
+        correct += batch_correct
     seconds = time.perf_counter() - started
     count = max(1, len(order))
     return total_loss / count, correct / count, len(order) / max(seconds, 1e-9)
@@ -221,7 +229,7 @@ def _train_worker(loop_config: dict) -> None:
     import torch.distributed as dist
 
     from .clips import unpack_batch
-    from .models.checkpoint import checkpoint_bytes
+    from .models.checkpoint import checkpoint_bytes, unwrap
 
     _quiet_report_logs()
     config = ModelConfig.from_dict(loop_config["model"])
@@ -252,7 +260,7 @@ def _train_worker(loop_config: dict) -> None:
         nodes = gathered
     tracker = _EpochTracker(loop_config.get("mlflow")) if rank == 0 else None
     train_shard = ray.train.get_dataset_shard("train")
-    loss_fn = nn.CrossEntropyLoss()
+    val_arrays = _validation_arrays(config) if rank == 0 else None  # decoded once, not per epoch
 
     for epoch in range(start_epoch, settings.epochs + 1):
         rng = np.random.default_rng([settings.seed, epoch, rank])  # a resumed epoch replays its randomness
@@ -263,16 +271,9 @@ def _train_worker(loop_config: dict) -> None:
                                               local_shuffle_buffer_size=256,
                                               local_shuffle_seed=settings.seed + epoch):
             clips, labels = unpack_batch(batch, config.class_names, config.frames, config.size)
-            inputs = augment(clips, rng, settings).to(device)
-            targets = torch.from_numpy(labels).to(device)
-            optimizer.zero_grad()
-            logits = model(inputs)
-            loss = loss_fn(logits, targets)
-            loss.backward()
-            optimizer.step()
-            totals += torch.tensor([loss.item() * len(labels),
-                                    float((logits.argmax(1) == targets).sum()), len(labels)],
-                                   dtype=torch.float64)
+            batch_loss, batch_correct = train_step(model, optimizer, clips, labels, settings, rng,
+                                                   device)
+            totals += torch.tensor([batch_loss, batch_correct, len(labels)], dtype=torch.float64)
         seconds = torch.tensor([time.perf_counter() - started], dtype=torch.float64)
         if world > 1:
             dist.all_reduce(totals)
@@ -281,8 +282,9 @@ def _train_worker(loop_config: dict) -> None:
         stats = EpochStats(epoch, float(totals[0]) / count, float(totals[1]) / count,
                            float(totals[2]) / max(float(seconds[0]), 1e-9),
                            seconds=float(seconds[0]))
-        if rank == 0:
-            _validate(model, config, stats)
+        if val_arrays is not None and len(val_arrays[0]):
+            stats.val_accuracy, stats.val_loss = validation_stats(unwrap(model), *val_arrays)
+            model.train()
         history.append(stats.__dict__)
         metrics = {k: v for k, v in stats.__dict__.items() if v is not None}
         if rank != 0:
@@ -292,7 +294,7 @@ def _train_worker(loop_config: dict) -> None:
                   + (f" val_acc={stats.val_accuracy:.3f}" if stats.val_accuracy is not None else "")
                   + f" clips/s={stats.clips_per_s:.1f}")
         tracker.log(stats)
-        bare = getattr(model, "module", model)
+        bare = unwrap(model)
         state = {"model": {k: v.detach().cpu() for k, v in bare.state_dict().items()},
                  "optimizer": optimizer.state_dict(), "epoch": epoch, "history": history,
                  "resumed_from_epoch": resumed_from, "nodes": sorted(set(nodes)),
@@ -318,20 +320,17 @@ def _quiet_report_logs() -> None:
     logging.getLogger(context.__file__).setLevel(logging.WARNING)
 
 
-def _validate(model: nn.Module, config: ModelConfig, stats: EpochStats) -> None:
-    """Rank 0 only: accuracy and loss on the whole (unsplit) validation dataset."""
+def _validation_arrays(config: ModelConfig) -> tuple[np.ndarray, np.ndarray] | None:
+    """Rank 0 only: the whole (unsplit) validation dataset as arrays, or None without one."""
     import ray.train
 
     from .clips import to_arrays
 
     val_shard = ray.train.get_dataset_shard("val")
     if val_shard is None:
-        return
+        return None
     clips, labels, _ = to_arrays(val_shard, config.class_names, config.frames, config.size)
-    if len(clips):
-        bare = getattr(model, "module", model)
-        stats.val_accuracy, stats.val_loss = validation_stats(bare, clips, labels)
-        bare.train()
+    return clips, labels
 
 
 class _EpochTracker:
@@ -348,14 +347,13 @@ class _EpochTracker:
             return
         try:
             from mlflow import MlflowClient
-            from mlflow.entities import Metric
+
+            from .tracking import metric_batch
 
             client = MlflowClient(tracking_uri=self.target["tracking_uri"])
-            now = int(time.time() * 1000)
-            metrics = [Metric(key, float(value), now, stats.epoch)
-                       for key, value in stats.__dict__.items()
-                       if key != "epoch" and value is not None]
-            client.log_batch(self.target["run_id"], metrics=metrics)
+            metrics = {key: value for key, value in stats.__dict__.items()
+                       if key != "epoch" and value is not None}
+            client.log_batch(self.target["run_id"], metrics=metric_batch(metrics, stats.epoch))
         except Exception as exc:  # training must survive a tracking outage
             self.failed = True
             _progress(f"warning: MLflow unreachable, epoch metrics not logged from now on "

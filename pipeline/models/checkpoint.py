@@ -53,19 +53,23 @@ class CheckpointError(Exception):
 
 
 def checkpoint_bytes(model: nn.Module, config: ModelConfig) -> bytes:
-    state = {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}
+    state = {k: v.detach().cpu() for k, v in unwrap(model).state_dict().items()}
     buffer = io.BytesIO()
     torch.save({"format": FORMAT, "config": config.to_dict(), "state_dict": state}, buffer)
     return buffer.getvalue()
 
 
 def save_checkpoint(model: nn.Module, config: ModelConfig, path: str | os.PathLike) -> None:
+    write_checkpoint_bytes(checkpoint_bytes(model, config), path)
+
+
+def write_checkpoint_bytes(data: bytes, path: str | os.PathLike) -> None:
     """Write atomically: a crash mid-write never leaves a half checkpoint at `path`."""
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp-{os.getpid()}"
     with open(tmp, "wb") as handle:
-        handle.write(checkpoint_bytes(model, config))
+        handle.write(data)
     os.replace(tmp, path)
 
 
@@ -87,6 +91,6 @@ def load_checkpoint(source: str | os.PathLike | bytes) -> tuple[nn.Module, Model
     return model, config
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
+def unwrap(model: nn.Module) -> nn.Module:
     """The bare model inside DistributedDataParallel (so keys carry no `module.` prefix)."""
     return getattr(model, "module", model)
