@@ -77,8 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
         "evaluate", help="accuracy, top-5, per-class, confusion matrix and latency of a model on DATA")
     evaluate.add_argument("data", help="labelled corpus folder (UCF50 layout) or manifest")
     evaluate.add_argument("--model", required=True, help="REF (as for classify)")
-    evaluate.add_argument("--window-seconds", type=_positive_float, default=None,
-                          help="score one clip per window (clip level) and their mean per video (video level)")
+    evaluate.add_argument("--window-seconds", type=_non_negative_float, default=None,
+                          help="score one clip per window (clip level) and their mean per video "
+                               "(video level); default: the model's training clip duration, 0: whole videos")
     evaluate.add_argument("--out", default=None, help="folder for evaluation.json and the PNG plots")
     _add_common(evaluate)
     _add_cluster(evaluate)
@@ -102,8 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("output", help="folder or URI for the Parquet files")
     classify.add_argument("--model", required=True,
                           help="REF: checkpoint path, models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model")
-    classify.add_argument("--window-seconds", type=_positive_float, default=None,
-                          help="cut longer videos into consecutive windows of this length")
+    classify.add_argument("--window-seconds", type=_non_negative_float, default=None,
+                          help="cut longer videos into consecutive windows of this length "
+                               "(default: the clip duration the model was trained on; 0: whole videos)")
     classify.add_argument("--batch-size", type=_positive_int, default=16, help="clips per model call")
     classify.add_argument("--num-actors", type=_positive_int, default=None,
                           help="classifier actors (default: half the cluster's CPUs, or one per GPU)")
@@ -246,6 +248,13 @@ def _positive_float(text: str) -> float:
     value = float(text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
 
 

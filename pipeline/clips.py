@@ -25,7 +25,8 @@ from .corpus import LabelledVideo
 from .frames import VideoDecodeError, sample_segments
 from .storage import arrow_destination, filesystem, fingerprint, read_bytes
 
-SAMPLING = "sample_clip/uniform/v1"  # bump when sample_clip's output for the same input changes
+# Bump when the clips (or the cache rows) for the same input change; v2: rows carry `seconds`.
+SAMPLING = "sample_clip/uniform/v2"
 MANIFEST = "manifest.json"
 
 
@@ -37,6 +38,7 @@ class DecodedClips:
     count: int
     skipped: list[tuple[str, str]] = field(default_factory=list)
     cache: str | None = None  # "hit", "written" or None (no cache asked)
+    median_seconds: float | None = None  # the median time span of the clips (None: unknown)
 
 
 def with_fingerprints(videos: Sequence[LabelledVideo], endpoint_url: str | None = None
@@ -88,12 +90,14 @@ def decode_labelled(videos: Sequence[LabelledVideo], frames: int, size: int,
                                            "endpoint_url": endpoint_url})
         .materialize()
     )
-    status = decoded.select_columns(["uri", "error"]).take_all()
+    status = decoded.select_columns(["uri", "seconds", "error"]).take_all()
     skipped = sorted({(row["uri"], row["error"]) for row in status if row["error"]})
+    seconds = [row["seconds"] for row in status if not row["error"]]
     # Only trainable rows: equal Ray Train shards must not count undecodable videos.
     dataset = decoded.map_batches(_decoded_rows_only, batch_format="pyarrow").materialize()
     count = sum(1 for row in status if not row["error"])
-    result = DecodedClips(dataset, count, skipped)
+    result = DecodedClips(dataset, count, skipped,
+                          median_seconds=float(np.median(seconds)) if seconds else None)
     if cache_dir and count:
         _write_cache(result, cache_dir, frames, size, endpoint_url)
         result.cache = "written"
@@ -131,13 +135,14 @@ def _decode_rows(row: dict, frames: int, size: int, window_seconds: float | None
     try:
         _, segments = sample_segments(read_bytes(row["uri"], endpoint_url), num_frames=frames,
                                       size=(size, size), window_seconds=window_seconds)
-        return [{**row, "segment": seg.index, "clip": seg.clip.tobytes(), "error": ""}
+        return [{**row, "segment": seg.index, "seconds": seg.end_s - seg.start_s,
+                 "clip": seg.clip.tobytes(), "error": ""}
                 for seg in segments]
     except VideoDecodeError as exc:
         reason = str(exc)
     except Exception as exc:  # a storage failure on one object skips that object
         reason = f"cannot read input: {type(exc).__name__}"
-    return [{**row, "segment": 0, "clip": b"", "error": reason}]
+    return [{**row, "segment": 0, "seconds": 0.0, "clip": b"", "error": reason}]
 
 
 def _decoded_rows_only(table):
@@ -158,7 +163,8 @@ def _read_cache(cache_dir: str, endpoint_url: str | None) -> DecodedClips | None
     data_path, arrow_fs = arrow_destination(posixpath.join(cache_dir, "data"), endpoint_url)
     dataset = ray.data.read_parquet(data_path, filesystem=arrow_fs).materialize()
     skipped = [tuple(pair) for pair in manifest["skipped"]]
-    return DecodedClips(dataset, manifest["count"], skipped, cache="hit")
+    return DecodedClips(dataset, manifest["count"], skipped, cache="hit",
+                        median_seconds=manifest.get("median_seconds"))
 
 
 def _write_cache(clips: DecodedClips, cache_dir: str, frames: int, size: int,
@@ -169,6 +175,6 @@ def _write_cache(clips: DecodedClips, cache_dir: str, frames: int, size: int,
     data_path, arrow_fs = arrow_destination(posixpath.join(cache_dir, "data"), endpoint_url)
     clips.dataset.write_parquet(data_path, filesystem=arrow_fs)
     manifest = {"sampling": SAMPLING, "frames": frames, "size": size, "count": clips.count,
-                "skipped": clips.skipped}
+                "skipped": clips.skipped, "median_seconds": clips.median_seconds}
     with fs.open(posixpath.join(path, MANIFEST), "w") as handle:
         json.dump(manifest, handle)

@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from torch import nn
 
-TOP_K = 5
+from .models import TOP_K, predict_probs
 
 
 @dataclass
@@ -49,8 +49,6 @@ def evaluate(model: nn.Module, class_names: Sequence[str], frames: int, clips: n
              labels: np.ndarray, video_ids: Sequence[str] | None = None,
              batch_size: int = 16) -> Evaluation:
     """Score `model` on uint8 clips [N, T, H, W, 3] with true label indices [N]."""
-    from .training import predict_probs
-
     if len(clips) == 0:
         raise ValueError("nothing to evaluate: no clips could be decoded")
     started = time.perf_counter()
@@ -159,7 +157,7 @@ def run_evaluation(data: str, model_ref: str, *, out: str | None = None,
         raise ValueError(f"{data} has classes the model does not know: {', '.join(unknown)}")
     ensure_ray(ray_address)
     decoded = decode_labelled(corpus.videos, config.frames, config.size, endpoint_url,
-                              window_seconds=window_seconds)
+                              window_seconds=config.window_seconds(window_seconds))
     for uri, reason in decoded.skipped:
         say(f"skipped {uri}: {reason}")
     clips, labels, uris = to_arrays(decoded.dataset, config.class_names, config.frames, config.size)

@@ -18,6 +18,7 @@ import torch
 
 from .frames import VideoDecodeError, sample_segments
 from .model_store import LoadedModel, load_model
+from .models import predict_probs
 from .rows import error_row, prediction_row, rows_to_table
 from .storage import VideoObject, arrow_destination, filesystem, list_videos, read_bytes
 
@@ -53,17 +54,11 @@ class Classifier:
         self.lineage = loaded.lineage
         self.device = device
 
-    @torch.no_grad()
-    def probabilities(self, clips: np.ndarray) -> np.ndarray:
-        from .models import clips_to_tensor
-
-        logits = self.model(clips_to_tensor(clips).to(self.device))
-        return torch.softmax(logits, dim=1).cpu().numpy()
-
     def rows(self, records: list[dict]) -> list[dict]:
         """One prediction row per record, in record order; error records become error rows."""
         ok = [r for r in records if r["error"] is None]
-        probs = iter(self.probabilities(np.stack([_clip_of(r, self.config) for r in ok])) if ok else [])
+        probs = iter(predict_probs(self.model, np.stack([_clip_of(r, self.config) for r in ok]),
+                                   batch_size=len(ok)) if ok else [])
         return [
             error_row(r, r["error"], self.lineage) if r["error"] is not None
             else prediction_row(r, r, next(probs), self.config.class_names, self.lineage)
@@ -86,6 +81,7 @@ def classify_sequential(input_uri: str, output_path: str, model_ref: str,
     started = time.perf_counter()
     classifier = Classifier(load_model(model_ref, mlflow_uri))
     config = classifier.config
+    window_seconds = config.window_seconds(window_seconds)
     rows, pending = [], []
     videos = list_videos(input_uri, endpoint_url)
     for video in videos:
@@ -160,6 +156,7 @@ def classify(input_uri: str, output_uri: str, model_ref: str, *, window_seconds:
              ray_address: str | None = None) -> dict:
     """Ray Data: listing -> read + decode (tasks) -> classifier actors -> Parquet files in OUTPUT.
 
+    `window_seconds`: None = the model's training clip duration, 0 = whole videos.
     Streaming: decoded clips flow in bounded batches from decode tasks to the actor pool while
     rows (small) are written as Parquet. Raises TooManyErrors after writing when the share of
     unreadable videos exceeds `error_threshold`.
@@ -178,6 +175,7 @@ def classify(input_uri: str, output_uri: str, model_ref: str, *, window_seconds:
     gpus = cluster_has_gpus()
     actors = num_actors or (int(ray.cluster_resources().get("GPU", 1)) if gpus else max(1, cpus // 2))
     config = loaded.config
+    window_seconds = config.window_seconds(window_seconds)
 
     rows = (
         ray.data.from_items([video_record(v) for v in videos],

@@ -19,13 +19,9 @@ class VidpipeClassifier(PythonModel):
         self.model, self.config = load_checkpoint(context.artifacts["checkpoint"])
 
     def predict(self, context, model_input, params=None):
-        import torch
+        from pipeline.models import predict_probs
 
-        from pipeline.models import clips_to_tensor
-
-        with torch.no_grad():
-            logits = self.model(clips_to_tensor(np.asarray(model_input, dtype=np.uint8)))
-        return torch.softmax(logits, dim=1).numpy()
+        return predict_probs(self.model, np.asarray(model_input, dtype=np.uint8))
 
 
 mlflow.models.set_model(VidpipeClassifier())

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 import numpy as np
 import pyarrow as pa
 
-TOP_K = 5
+from .models import TOP_K
 
 PREDICTION_SCHEMA = pa.schema([
     ("video_uri", pa.string()),

@@ -28,7 +28,7 @@ from .tracking import (TrainingRun, apply_gate, champion_version, describe_failu
                        tracking_uri)
 from .training import RunSpec, TrainResult, TrainSettings, train_distributed
 
-RUN_MARKER = "vidpipe-mlflow-run.json"  # in the Ray Train run folder: which MLflow run it feeds
+RUN_MARKER = "vidpipe-run.json"  # in the Ray Train run folder: its MLflow run and what it trains
 
 
 @dataclass(frozen=True)
@@ -94,26 +94,33 @@ def run_training(request: TrainRequest, say: Callable[[str], None]) -> dict:
     train, val = decode_split(data, request.frames, request.size, request.endpoint_url,
                               request.cache, request.window_seconds, say)
 
+    fingerprint = dataset_fingerprint(data.train + data.val)
     config = ModelConfig(arch=request.arch, class_names=data.class_names,
-                         frames=request.frames, size=request.size)
+                         frames=request.frames, size=request.size,
+                         clip_seconds=request.window_seconds or train.median_seconds,
+                         dataset_fingerprint=fingerprint)
     settings = TrainSettings(epochs=request.epochs, batch_size=request.batch_size,
                              lr=request.lr, seed=request.seed)
-    fingerprint = dataset_fingerprint(data.train + data.val)
     run = RunSpec(_storage_path(request), name=request.name or _run_name(request, fingerprint),
                   workers=request.workers, use_gpu=request.use_gpu,
                   max_failures=request.max_failures)
+    identity = _run_identity(config, settings)
+    marker = _read_marker(run, request.endpoint_url)
+    _check_resumable(run, marker, identity)
     uri = tracking_uri(request.mlflow_uri)
     tracking = TrainingRun(uri, request.experiment, run.name, lambda m: say(f"warning: {m}"),
-                           resume_run_id=_read_marker(run, request.endpoint_url))
+                           resume_run_id=marker.get("mlflow_run_id"))
+    _write_marker(run, tracking.run_id if tracking.active else None, identity,
+                  request.endpoint_url)
     if tracking.active:
-        _write_marker(run, tracking.run_id, request.endpoint_url)
         tracking.log_params({
             "arch": config.arch, "frames": config.frames, "size": config.size, "lr": settings.lr,
             "batch_size": settings.batch_size, "workers": run.workers, "epochs": settings.epochs,
             "seed": settings.seed, "dataset_fingerprint": fingerprint,
             "train_clips": train.count, "val_clips": val.count if val else 0,
             "classes": ",".join(config.class_names), "window_seconds": request.window_seconds,
-            "parameters": count_parameters(config.build()), "ray_train_run": run.name})
+            "parameters": count_parameters(config.build()), "ray_train_run": run.name,
+            "clip_seconds": config.clip_seconds})
 
     say(f"training {config.arch} with {run.workers} worker(s) on {train.count} clips "
         f"(run {run.name} under {run.storage_path})")
@@ -276,17 +283,38 @@ def _marker_path(run: RunSpec) -> str:
     return posixpath.join(run.storage_path.rstrip("/"), run.name, RUN_MARKER)
 
 
-def _read_marker(run: RunSpec, endpoint_url: str | None) -> str | None:
+def _run_identity(config: ModelConfig, settings: TrainSettings) -> dict:
+    """What a Ray Train run was started with, bar epochs and workers (which a rerun may raise)."""
+    return {"model": config.to_dict(),
+            "settings": {k: v for k, v in settings.__dict__.items() if k != "epochs"}}
+
+
+def _check_resumable(run: RunSpec, marker: dict, identity: dict) -> None:
+    """A rerun resumes the run of the same name; refuse when that run was trained on other data,
+    classes or settings, so old weights are never continued (or registered) as if new."""
+    previous = marker.get("identity")
+    if not previous or previous == identity:
+        return
+    differing = sorted({f"{part}.{key}" for part in identity for key in
+                        set(identity[part]) | set(previous.get(part, {}))
+                        if identity[part].get(key) != previous.get(part, {}).get(key)})
+    raise ValueError(f"Ray Train run {run.name} exists with other {', '.join(differing)}; "
+                     f"choose another --name (or remove {run.storage_path}/{run.name}) to start afresh")
+
+
+def _read_marker(run: RunSpec, endpoint_url: str | None) -> dict:
     fs, path = filesystem(_marker_path(run), endpoint_url)
     try:
         with fs.open(path, "r") as handle:
-            return json.load(handle)["mlflow_run_id"]
-    except (FileNotFoundError, KeyError, ValueError):
-        return None
+            marker = json.load(handle)
+    except (FileNotFoundError, ValueError):
+        return {}
+    return marker if isinstance(marker, dict) else {}
 
 
-def _write_marker(run: RunSpec, run_id: str, endpoint_url: str | None) -> None:
+def _write_marker(run: RunSpec, run_id: str | None, identity: dict,
+                  endpoint_url: str | None) -> None:
     fs, path = filesystem(_marker_path(run), endpoint_url)
     fs.makedirs(posixpath.dirname(path), exist_ok=True)
     with fs.open(path, "w") as handle:
-        json.dump({"mlflow_run_id": run_id, "written": time.time()}, handle)
+        json.dump({"mlflow_run_id": run_id, "identity": identity, "written": time.time()}, handle)

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .models import clips_to_tensor
+from .models import clips_to_tensor, predict_probs
 from .models.checkpoint import ModelConfig
 
 
@@ -107,17 +107,6 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, clips: np.nd
     seconds = time.perf_counter() - started
     count = max(1, len(order))
     return total_loss / count, correct / count, len(order) / max(seconds, 1e-9)
-
-
-@torch.no_grad()
-def predict_probs(model: nn.Module, clips: np.ndarray, batch_size: int = 16) -> np.ndarray:
-    """Class probabilities [N, C] for uint8 clips [N, T, H, W, 3]."""
-    model.eval()
-    outputs = [
-        torch.softmax(model(clips_to_tensor(clips[start:start + batch_size])), dim=1).numpy()
-        for start in range(0, len(clips), batch_size)
-    ]
-    return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
 
 
 def validation_stats(model: nn.Module, clips: np.ndarray, labels: np.ndarray) -> tuple[float, float]:

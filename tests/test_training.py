@@ -27,7 +27,7 @@ from pipeline.cli import main as vidpipe
 from pipeline.evaluation import Evaluation
 from pipeline.models.checkpoint import load_checkpoint
 from pipeline.synthetic import make_corpus
-from pipeline.training import predict_probs
+from pipeline.models import predict_probs
 
 ROOT = Path(__file__).resolve().parents[1]
 TEMPORAL_THRESHOLD = 0.75

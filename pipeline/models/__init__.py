@@ -6,6 +6,8 @@ is the paper's model and the default. Input [B, 3, T, H, W] float in [0, 1]; out
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import torch
 from torch import nn
@@ -14,6 +16,7 @@ from .backbones import BACKBONES
 from .heads import HEADS, build_head
 
 DEFAULT_ARCH = "cnn3d_gru"
+TOP_K = 5  # predictions keep the k most likely classes (k <= number of classes)
 # Short names used by the paper and by our CLI defaults.
 ALIASES = {"cnn3d_gru": "cnn3d_gru128", "cnn3d_lstm": "cnn3d_lstm128", "cnn3d": "cnn3d_none"}
 
@@ -67,6 +70,26 @@ def clips_to_tensor(clips: np.ndarray) -> torch.Tensor:
     if batch.ndim == 4:
         batch = batch.unsqueeze(0)
     return batch.permute(0, 4, 1, 2, 3).float().div_(255.0)
+
+
+@torch.inference_mode()
+def predict_probs(model: nn.Module, clips: np.ndarray, batch_size: int = 16) -> np.ndarray:
+    """Class probabilities float32 [N, C] for uint8 clips [N, T, H, W, 3], on the model's device.
+
+    The one place where clips become probabilities: inference, evaluation, validation and the
+    MLflow pyfunc all call it, so they cannot disagree.
+    """
+    model.eval()
+    tensor = next(itertools.chain(model.parameters(), model.buffers()), None)
+    device = tensor.device if tensor is not None else torch.device("cpu")
+    outputs = [
+        torch.softmax(model(clips_to_tensor(clips[start:start + batch_size]).to(device)), dim=1)
+        .float().cpu().numpy()
+        for start in range(0, len(clips), batch_size)
+    ]
+    if not outputs:
+        return np.zeros((0, 0), np.float32)
+    return np.concatenate(outputs)
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import io
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
 
 import torch
 from torch import nn
@@ -17,6 +17,7 @@ from torch import nn
 from . import build_model, canonical_arch
 
 FORMAT = "vidpipe-checkpoint/1"
+SAMPLING = "uniform"  # round(linspace(0, n-1, frames)) over the decoded frames of a window
 
 
 @dataclass(frozen=True)
@@ -25,12 +26,22 @@ class ModelConfig:
     class_names: tuple[str, ...]
     frames: int = 20
     size: int = 64
-    sampling: str = "uniform"  # round(linspace(0, n-1, frames)) over the decoded frames
-    extra: dict = field(default_factory=dict)  # e.g. training metrics; plain values only
+    sampling: str = SAMPLING
+    # The time span one clip covered in training (the training clips' median duration, or the
+    # training window). Inference cuts longer videos into windows of this length by default.
+    clip_seconds: float | None = None
+    dataset_fingerprint: str = ""  # which videos trained it (clips.dataset_fingerprint)
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def window_seconds(self, requested: float | None = None) -> float | None:
+        """The inference window: `requested` if given (0 = the whole video, returned as None),
+        else the clip duration the model was trained on (None: whole videos)."""
+        if requested is None:
+            return self.clip_seconds
+        return requested if requested > 0 else None
 
     def to_dict(self) -> dict:
         data = asdict(self)
@@ -39,9 +50,17 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelConfig:
-        data = dict(data)
+        known = {f.name for f in fields(cls)}
+        # `extra` was written (always empty) by checkpoints before clip_seconds existed.
+        unknown = set(data) - known - {"extra"}
+        if unknown:
+            raise CheckpointError(f"checkpoint config has unknown field(s): {', '.join(sorted(unknown))}")
+        data = {key: value for key, value in data.items() if key in known}
         data["class_names"] = tuple(data["class_names"])
         data["arch"] = canonical_arch(data["arch"])
+        if data.get("sampling", SAMPLING) != SAMPLING:
+            raise CheckpointError(f"checkpoint was trained with sampling '{data['sampling']}'; "
+                                  f"this vidpipe samples '{SAMPLING}' only")
         return cls(**data)
 
     def build(self) -> nn.Module:
