@@ -15,9 +15,11 @@ from . import synthetic
 from .corpus import CorpusError
 from .frames import VideoDecodeError
 from .inference import TooManyErrors
-from .models import DEFAULT_ARCH, canonical_arch
+from .models import DEFAULT_ARCH, PAPER_ARCH, canonical_arch, list_models
 from .models.checkpoint import CheckpointError
+from .ray_runtime import set_verbose
 from .train_job import RegistrationFailed
+from .training import REFERENCE_BATCH, TrainSettings
 
 
 class UsageError(Exception):
@@ -47,9 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
     corpus.add_argument("--classes", nargs="+", default=list(synthetic.DEFAULT_CLASSES),
                         choices=list(synthetic.MOTIONS), metavar="CLASS",
                         help=f"motion classes (choices: {', '.join(synthetic.MOTIONS)})")
-    corpus.add_argument("--per-class", type=_positive_int, default=8)
-    corpus.add_argument("--groups", type=_positive_int, default=4, help="recording groups per class")
-    corpus.add_argument("--seed", type=int, default=0)
+    corpus.add_argument("--per-class", type=_positive_int, default=8, help="clips per class (default: 8)")
+    corpus.add_argument("--groups", type=_positive_int, default=4,
+                        help="recording groups per class (default: 4)")
+    corpus.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    corpus.add_argument("--content-split", action="store_true",
+                        help="write OUT/train (noise textures) and OUT/val (shape textures never "
+                             "seen in training) for `vidpipe train OUT/train --val OUT/val`")
+    corpus.add_argument("--val-per-class", type=_positive_int, default=None,
+                        help="with --content-split: validation clips per class (default: per-class // 3)")
     _add_common(corpus)
     corpus.set_defaults(run=_make_corpus)
 
@@ -57,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="train a classifier with Ray Train; track it in MLflow, optionally register it")
     _add_training_data(train)
     train.add_argument("--out", required=True, help="checkpoint path to write")
-    train.add_argument("--arch", default=DEFAULT_ARCH, type=_arch)
+    train.add_argument("--arch", default=DEFAULT_ARCH, type=_arch, metavar="ARCH",
+                       help=f"model architecture (default: {DEFAULT_ARCH}; the paper's is "
+                            f"{PAPER_ARCH}); choices: {', '.join(list_models())}")
     _add_training_settings(train)
     train.add_argument("--max-failures", type=int, default=1,
                        help="worker failures to recover from (from the last checkpoint)")
@@ -120,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        set_verbose(getattr(args, "verbose", False))
         summary = args.run(args)
     except UsageError as exc:
         print(f"vidpipe: error: {exc}", file=sys.stderr)
@@ -141,7 +152,9 @@ def main(argv: list[str] | None = None) -> int:
 def _make_corpus(args) -> dict:
     say = _reporter(args)
     uris = synthetic.make_corpus(args.out, tuple(args.classes), args.per_class, args.groups,
-                                 args.seed, endpoint_url=args.s3_endpoint_url)
+                                 args.seed, endpoint_url=args.s3_endpoint_url,
+                                 content_split=args.content_split,
+                                 val_per_class=args.val_per_class)
     say(f"wrote {len(uris)} videos ({len(args.classes)} classes) to {args.out}")
     return {"videos": len(uris), "classes": args.classes, "output": args.out}
 
@@ -150,9 +163,9 @@ def _train(args) -> dict:
     from .train_job import TrainRequest, run_training
 
     request = TrainRequest(
-        data=args.data, val=args.val, out=args.out, arch=args.arch, epochs=args.epochs,
-        batch_size=args.batch_size, lr=args.lr, frames=args.frames, size=args.size,
-        val_fraction=args.val_fraction, seed=args.seed, workers=args.workers, use_gpu=args.gpus,
+        data=args.data, val=args.val, out=args.out, arch=args.arch, settings=_settings(args),
+        frames=args.frames, size=args.size,
+        val_fraction=args.val_fraction, workers=args.workers, use_gpu=args.gpus,
         max_failures=args.max_failures, storage_path=args.storage_path, name=args.name,
         cache=args.cache, window_seconds=args.window_seconds, register=args.register,
         experiment=args.experiment, endpoint_url=args.s3_endpoint_url,
@@ -171,6 +184,7 @@ def _evaluate(args) -> dict:
 def _ablation(args) -> dict:
     from .ablation import run_ablation
 
+    args.settings = _settings(args)
     summary = run_ablation(args, say=_reporter(args))
     print(summary["table"])  # the markdown table is the product: stdout
     return summary
@@ -203,6 +217,8 @@ def _add_cluster(parser: argparse.ArgumentParser) -> None:
                         help="Ray cluster ('auto' or host:port; default RAY_ADDRESS, else a local Ray)")
     parser.add_argument("--mlflow-uri", default=None,
                         help="MLflow tracking URI (default MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    parser.add_argument("--verbose", action="store_true",
+                        help="show Ray's own INFO logs (start-up, dataset execution, Ray Train)")
 
 
 def _add_training_data(parser: argparse.ArgumentParser) -> None:
@@ -215,16 +231,36 @@ def _add_training_data(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_training_settings(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--epochs", type=_positive_int, default=10)
-    parser.add_argument("--batch-size", type=_positive_int, default=4, help="clips per worker per step")
-    parser.add_argument("--lr", type=_positive_float, default=1e-3)
-    parser.add_argument("--frames", type=_positive_int, default=20)
-    parser.add_argument("--size", type=_positive_int, default=64)
+    defaults = TrainSettings()
+    parser.add_argument("--epochs", type=_positive_int, default=defaults.epochs,
+                        help=f"passes over the training clips; the epoch best on validation is kept "
+                             f"(default: {defaults.epochs})")
+    parser.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size,
+                        help=f"clips per worker per step (default: {defaults.batch_size})")
+    parser.add_argument("--lr", type=_positive_float, default=defaults.lr,
+                        help=f"peak learning rate per {REFERENCE_BATCH} clips, scaled linearly with the "
+                             f"global batch (batch size x workers) (default: {defaults.lr:g})")
+    parser.add_argument("--weight-decay", type=_non_negative_float, default=defaults.weight_decay,
+                        help=f"AdamW weight decay (default: {defaults.weight_decay:g})")
+    parser.add_argument("--warmup-epochs", type=_non_negative_float, default=defaults.warmup_epochs,
+                        help=f"linear learning-rate warm-up before the cosine decay "
+                             f"(default: {defaults.warmup_epochs:g})")
+    parser.add_argument("--frames", type=_positive_int, default=20,
+                        help="frames sampled per clip (default: 20)")
+    parser.add_argument("--size", type=_positive_int, default=64,
+                        help="frame height and width in pixels (default: 64)")
     parser.add_argument("--window-seconds", type=_positive_float, default=None,
                         help="one training clip per window of long videos (default: one per video)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=defaults.seed,
+                        help="seed of the split, initial weights and augmentation (default: 0)")
     parser.add_argument("--workers", type=_positive_int, default=1, help="Ray Train workers (DDP)")
     parser.add_argument("--gpus", action="store_true", help="one GPU per worker (the cluster must have them)")
+
+
+def _settings(args) -> TrainSettings:
+    return TrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                         weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
+                         seed=args.seed)
 
 
 def _reporter(args) -> Callable[[str], None]:

@@ -7,6 +7,12 @@ frame rate, resolution and duration are random, and the first frame is drawn fro
 distribution in every class, so no single frame tells the classes apart: only temporal modelling
 can. Clips of a group share a "recording" (palette, texture scale, resolution, frame rate, noise),
 like UCF50's groups. Files are real H.264 MP4s in the UCF50 layout.
+
+Content comes in texture families: `noise` (filtered noise, soft blobs) and `shapes` (flat-coloured
+discs and rectangles with hard edges over a smooth gradient, closer to photographed scenes). With
+`content_split`, OUT/train/ is rendered from the `noise` family only and OUT/val/ from `shapes`
+only, in recording groups of its own: validation shows content never seen in training, so only a
+model that learned motion (not appearance) scores well there.
 """
 
 from __future__ import annotations
@@ -36,6 +42,10 @@ MOTIONS: dict[str, tuple[int, int, int, int]] = {
     "Static": (0, 0, 0, 0),
 }
 DEFAULT_CLASSES = ("MoveLeft", "MoveRight", "MoveUp", "MoveDown")
+# A camera-motion set: pans, tilts, zooms and static shots.
+CAMERA_CLASSES = ("MoveLeft", "MoveRight", "MoveUp", "MoveDown", "ZoomIn", "ZoomOut", "Static")
+TEXTURE_FAMILIES = ("noise", "shapes")
+CONTENT_SPLIT = {"train": ("noise",), "val": ("shapes",)}
 _RESOLUTIONS = ((128, 96), (112, 112), (160, 120), (96, 96))  # (width, height), even for yuv420p
 _FRAME_RATES = (15, 20, 24, 25, 30)
 _TILE = 128  # texture period in pixels
@@ -51,6 +61,7 @@ class Recording:
     height: int
     fps: int
     noise: float
+    families: tuple[str, ...] = TEXTURE_FAMILIES  # texture families its clips are drawn from
 
 
 @dataclass(frozen=True)
@@ -66,16 +77,36 @@ class ClipParams:
 
 def make_corpus(out: str, classes: tuple[str, ...] = DEFAULT_CLASSES, per_class: int = 8,
                 groups: int = 4, seed: int = 0, endpoint_url: str | None = None,
-                progress: Callable[[str], None] | None = None) -> list[str]:
-    """Write `per_class` clips for each class under OUT/<Class>/; returns their URIs."""
+                progress: Callable[[str], None] | None = None,
+                content_split: bool = False, val_per_class: int | None = None) -> list[str]:
+    """Write `per_class` clips for each class under OUT/<Class>/; returns their URIs.
+
+    With `content_split`, write OUT/train/ (`per_class` clips per class, `noise` textures) and
+    OUT/val/ (`val_per_class` clips, default per_class // 3, `shapes` textures, other groups).
+    """
     unknown = [name for name in classes if name not in MOTIONS]
     if unknown:
         raise ValueError(f"unknown class(es) {', '.join(unknown)}; choose from {', '.join(MOTIONS)}")
     if per_class < 1:
         raise ValueError("per_class must be >= 1")
+    if content_split:
+        val_count = val_per_class or max(1, per_class // 3)
+        train = _write_corpus(f"{out.rstrip('/')}/train", classes, per_class, groups,
+                              np.random.default_rng([seed, 0]), CONTENT_SPLIT["train"],
+                              endpoint_url, progress)
+        return train + _write_corpus(f"{out.rstrip('/')}/val", classes, val_count, groups,
+                                     np.random.default_rng([seed, 1]), CONTENT_SPLIT["val"],
+                                     endpoint_url, progress, first_group=groups + 1)
+    return _write_corpus(out, classes, per_class, groups, np.random.default_rng(seed),
+                         TEXTURE_FAMILIES[:1], endpoint_url, progress)
+
+
+def _write_corpus(out: str, classes: tuple[str, ...], per_class: int, groups: int,
+                  rng: np.random.Generator, families: tuple[str, ...],
+                  endpoint_url: str | None, progress: Callable[[str], None] | None,
+                  first_group: int = 1) -> list[str]:
     groups = max(1, min(groups, per_class))
-    rng = np.random.default_rng(seed)
-    recordings = [_random_recording(rng) for _ in range(groups)]
+    recordings = [_random_recording(rng, families) for _ in range(groups)]
     fs, root = filesystem(out, endpoint_url)
     written = []
     for name in classes:
@@ -84,7 +115,7 @@ def make_corpus(out: str, classes: tuple[str, ...] = DEFAULT_CLASSES, per_class:
             group = clip_number % groups
             params = _random_clip(rng)
             frames = render_frames(name, recordings[group], params, rng)
-            path = f"{root}/{name}/v_{name}_g{group + 1:02d}_c{clip_number // groups + 1:02d}.mp4"
+            path = f"{root}/{name}/v_{name}_g{group + first_group:02d}_c{clip_number // groups + 1:02d}.mp4"
             with fs.open(path, "wb") as handle:
                 handle.write(encode_h264(frames, recordings[group].fps))
             written.append(fs.unstrip_protocol(path))
@@ -141,7 +172,7 @@ def encode_h264(frames: np.ndarray, fps: int) -> bytes:
             return handle.read()
 
 
-def _random_recording(rng: np.random.Generator) -> Recording:
+def _random_recording(rng: np.random.Generator, families: tuple[str, ...]) -> Recording:
     width, height = _RESOLUTIONS[rng.integers(len(_RESOLUTIONS))]
     return Recording(
         palette=rng.uniform(-1.0, 1.0, (3, 3)) + np.eye(3) * rng.uniform(0.2, 1.0),
@@ -150,6 +181,7 @@ def _random_recording(rng: np.random.Generator) -> Recording:
         height=height,
         fps=int(rng.choice(_FRAME_RATES)),
         noise=float(rng.uniform(2.0, 8.0)),
+        families=families,
     )
 
 
@@ -166,7 +198,39 @@ def _random_clip(rng: np.random.Generator) -> ClipParams:
 
 
 def _periodic_texture(rng: np.random.Generator, recording: Recording) -> np.ndarray:
-    """A [TILE, TILE, 3] float texture in 0..255 that tiles seamlessly (filtered in Fourier space)."""
+    """A [TILE, TILE, 3] float texture in 0..255 that tiles seamlessly, of one of the
+    recording's families."""
+    families = recording.families
+    family = families[0] if len(families) == 1 else families[rng.integers(len(families))]
+    if family == "shapes":
+        return _shapes_texture(rng)
+    return _noise_texture(rng, recording)
+
+
+def _shapes_texture(rng: np.random.Generator) -> np.ndarray:
+    """Flat-coloured discs and rectangles with hard edges over a smooth periodic gradient."""
+    ys, xs = np.mgrid[0:_TILE, 0:_TILE].astype(np.float32)
+    phase = rng.uniform(0, 2 * np.pi, (2, 3))
+    base = rng.uniform(40, 215, 3)
+    image = (base + 40 * np.sin(2 * np.pi * xs[..., None] / _TILE + phase[0])
+             * np.cos(2 * np.pi * ys[..., None] / _TILE + phase[1]))
+    for _ in range(int(rng.integers(12, 30))):
+        cy, cx = rng.uniform(0, _TILE, 2)
+        # Distances on the torus, so shapes wrap across the tile's edges.
+        dy = np.abs((ys - cy + _TILE / 2) % _TILE - _TILE / 2)
+        dx = np.abs((xs - cx + _TILE / 2) % _TILE - _TILE / 2)
+        if rng.random() < 0.5:
+            radius = rng.uniform(4, 20)
+            mask = dy**2 + dx**2 <= radius**2
+        else:
+            half_h, half_w = rng.uniform(3, 18, 2)
+            mask = (dy <= half_h) & (dx <= half_w)
+        image[mask] = rng.uniform(0, 255, 3)
+    return np.clip(image, 0, 255).astype(np.float32)
+
+
+def _noise_texture(rng: np.random.Generator, recording: Recording) -> np.ndarray:
+    """Low-pass filtered noise (filtered in Fourier space, so it tiles seamlessly)."""
     freqs = np.fft.fftfreq(_TILE) * _TILE  # cycles per tile
     radius2 = freqs[:, None] ** 2 + freqs[None, :] ** 2
     lowpass = np.exp(-radius2 / (2 * recording.texture_sigma**2))

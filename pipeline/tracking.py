@@ -13,6 +13,7 @@ import re
 import shutil
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -44,14 +45,19 @@ def log_model(checkpoint_path: str, registered_name: str | None = None):
         outputs=Schema([TensorSpec(np.dtype(np.float32), (-1, config.num_classes))]),
     )
     try:
-        return mlflow.pyfunc.log_model(
-            name=MODEL_NAME_IN_RUN,
-            python_model=PYFUNC_CODE,  # models from code: loading it unpickles nothing
-            artifacts={"checkpoint": staged},
-            signature=signature,
-            registered_model_name=registered_name,
-            pip_requirements=["torch", "numpy"],
-        )
+        with warnings.catch_warnings():
+            # The signature is explicit and the wrapper's input is a tensor: MLflow's advice to
+            # add type hints and an input example does not apply.
+            warnings.filterwarnings("ignore", message=".*(type hints|input example)",
+                                    category=UserWarning)
+            return mlflow.pyfunc.log_model(
+                name=MODEL_NAME_IN_RUN,
+                python_model=PYFUNC_CODE,  # models from code: loading it unpickles nothing
+                artifacts={"checkpoint": staged},
+                signature=signature,
+                registered_model_name=registered_name,
+                pip_requirements=["torch", "numpy"],
+            )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 

@@ -21,7 +21,7 @@ import numpy as np
 from .clips import dataset_fingerprint, decode_labelled, to_arrays, with_fingerprints
 from .corpus import LabelledVideo, read_corpus, split_by_group
 from .evaluation import Evaluation, evaluate, plot_confusion, plot_learning_curve
-from .models import count_parameters
+from .models import DEFAULT_ARCH, count_parameters
 from .models.checkpoint import ModelConfig, write_checkpoint_bytes
 from .storage import filesystem
 from .tracking import (TrainingRun, apply_gate, champion_version, describe_failure,
@@ -36,14 +36,11 @@ class TrainRequest:
     data: str
     out: str
     val: str | None = None
-    arch: str = "cnn3d_gru128"
-    epochs: int = 10
-    batch_size: int = 4
-    lr: float = 1e-3
+    arch: str = DEFAULT_ARCH
+    settings: TrainSettings = TrainSettings()
     frames: int = 20
     size: int = 64
     val_fraction: float = 0.25
-    seed: int = 0
     workers: int = 1
     use_gpu: bool = False
     max_failures: int = 1
@@ -84,7 +81,8 @@ def split_data(data: str, val: str | None, val_fraction: float, seed: int,
 def run_training(request: TrainRequest, say: Callable[[str], None]) -> dict:
     from .ray_runtime import cluster_has_gpus, ensure_ray
 
-    data = split_data(request.data, request.val, request.val_fraction, request.seed,
+    settings = request.settings
+    data = split_data(request.data, request.val, request.val_fraction, settings.seed,
                       request.endpoint_url)
     data.train = with_fingerprints(data.train, request.endpoint_url)
     data.val = with_fingerprints(data.val, request.endpoint_url)
@@ -99,8 +97,6 @@ def run_training(request: TrainRequest, say: Callable[[str], None]) -> dict:
                          frames=request.frames, size=request.size,
                          clip_seconds=request.window_seconds or train.median_seconds,
                          dataset_fingerprint=fingerprint)
-    settings = TrainSettings(epochs=request.epochs, batch_size=request.batch_size,
-                             lr=request.lr, seed=request.seed)
     run = RunSpec(_storage_path(request), name=request.name or _run_name(request, fingerprint),
                   workers=request.workers, use_gpu=request.use_gpu,
                   max_failures=request.max_failures)
@@ -114,9 +110,8 @@ def run_training(request: TrainRequest, say: Callable[[str], None]) -> dict:
                   request.endpoint_url)
     if tracking.active:
         tracking.log_params({
-            "arch": config.arch, "frames": config.frames, "size": config.size, "lr": settings.lr,
-            "batch_size": settings.batch_size, "workers": run.workers, "epochs": settings.epochs,
-            "seed": settings.seed, "dataset_fingerprint": fingerprint,
+            **settings.__dict__, "arch": config.arch, "frames": config.frames,
+            "size": config.size, "workers": run.workers, "dataset_fingerprint": fingerprint,
             "train_clips": train.count, "val_clips": val.count if val else 0,
             "classes": ",".join(config.class_names), "window_seconds": request.window_seconds,
             "parameters": count_parameters(config.build()), "ray_train_run": run.name,
@@ -132,13 +127,16 @@ def run_training(request: TrainRequest, say: Callable[[str], None]) -> dict:
         tracking.end(ok=False)
         raise
     write_checkpoint_bytes(result.checkpoint, request.out)
-    say(f"checkpoint written to {request.out}"
-        + (f" (resumed from epoch {result.resumed_from_epoch})" if result.resumed_from_epoch else ""))
+    kept = (f"epoch {result.best_epoch}, the best on validation" if val and val.count
+            else f"epoch {result.best_epoch}, the last")
+    say(f"checkpoint written to {request.out} ({kept}"
+        + (f"; resumed from epoch {result.resumed_from_epoch})" if result.resumed_from_epoch else ")"))
 
     summary = {"checkpoint": request.out, "arch": config.arch, "classes": list(config.class_names),
                "workers": run.workers, "nodes": result.nodes, "train_clips": train.count,
                "val_clips": val.count if val else 0, "ray_train_run": result.run_path,
-               "resumed_from_epoch": result.resumed_from_epoch,
+               "resumed_from_epoch": result.resumed_from_epoch, "best_epoch": result.best_epoch,
+               "clip_seconds": config.clip_seconds,
                "epochs": [stats.__dict__ for stats in result.history],
                "mlflow_run_id": tracking.run_id}
     val_arrays, evaluation = None, None
@@ -272,8 +270,9 @@ def _storage_path(request: TrainRequest) -> str:
 def _run_name(request: TrainRequest, fingerprint: str) -> str:
     """Same command, same name: what lets a rerun resume. Epochs and workers are left out on
     purpose, so a rerun with more epochs or workers continues the run."""
-    settings = (request.out, request.arch, request.frames, request.size, request.lr,
-                request.batch_size, request.seed, request.window_seconds, fingerprint)
+    settings = {k: v for k, v in request.settings.__dict__.items() if k != "epochs"}
+    settings = (request.out, request.arch, request.frames, request.size, sorted(settings.items()),
+                request.window_seconds, fingerprint)
     digest = hashlib.sha256(repr(settings).encode()).hexdigest()[:10]
     stem = os.path.splitext(os.path.basename(request.out))[0] or "model"
     return f"{stem}-{digest}"

@@ -1,7 +1,9 @@
 """Spatial(-temporal) feature extractors: clip [B, 3, T, H, W] -> sequence [B, T', F].
 
 `cnn3d` is the paper's homogeneous 3D CNN (three 3x3x3 conv blocks, 2x2x2 pools, dropout after the
-first block). `cnn2d` applies a 2D CNN of the same widths to each frame independently, so any
+first block). `cnn3dbn` is the same with batch normalisation after each convolution (our improved
+variant, not in the paper): it keeps the features that reach the temporal head at unit scale, so
+they neither die (all-zero ReLUs) nor drift while the head learns. `cnn2d` applies a 2D CNN of the same widths to each frame independently, so any
 temporal modelling is left to the head.
 """
 
@@ -39,6 +41,19 @@ class Cnn3d(nn.Module):
         return t, WIDTHS[-1] * s * s
 
 
+class Cnn3dBn(Cnn3d):
+    """The paper's 3D CNN with BatchNorm3d between each convolution and its ReLU."""
+
+    def __init__(self, dropout: float = 0.25):
+        super().__init__(dropout)
+        for index, width in enumerate(WIDTHS, start=1):
+            conv = getattr(self, f"conv{index}")
+            # The convolution's bias is redundant before a normalisation: drop it.
+            setattr(self, f"conv{index}", nn.Sequential(
+                nn.Conv3d(conv.in_channels, width, kernel_size=3, padding=1, bias=False),
+                nn.BatchNorm3d(width)))
+
+
 class Cnn2d(nn.Module):
     def __init__(self, dropout: float = 0.25):
         super().__init__()
@@ -64,4 +79,4 @@ class Cnn2d(nn.Module):
         return frames, WIDTHS[-1] * s * s
 
 
-BACKBONES = {"cnn3d": Cnn3d, "cnn2d": Cnn2d}
+BACKBONES = {"cnn3d": Cnn3d, "cnn3dbn": Cnn3dBn, "cnn2d": Cnn2d}

@@ -35,14 +35,21 @@ class MeanPoolHead(nn.Module):
 
 
 class RecurrentHead(nn.Module):
-    """Stacked recurrent layers; the last one's final hidden state feeds a dense classifier."""
+    """Stacked recurrent layers; the last one's final hidden state feeds a dense classifier.
+
+    Recurrent weights start as the paper's Keras defaults would (Glorot-uniform input weights,
+    orthogonal recurrent weights, zero biases, LSTM forget bias 1), not PyTorch's uniform
+    +-1/sqrt(units): with 4,096 input features PyTorch's range drives the gates into saturation.
+    """
 
     def __init__(self, features: int, num_classes: int, layers: tuple[tuple[str, int], ...]):
         super().__init__()
         self.rnns = nn.ModuleList()
         size = features
         for cell, units in layers:
-            self.rnns.append(_CELLS[cell](size, units, batch_first=True))
+            rnn = _CELLS[cell](size, units, batch_first=True)
+            _keras_init(rnn, gates=3 if cell == "gru" else 4)
+            self.rnns.append(rnn)
             size = units
         self.classifier = nn.Linear(size, num_classes)
 
@@ -51,6 +58,21 @@ class RecurrentHead(nn.Module):
         for rnn in self.rnns:
             x, _ = rnn(x)
         return self.classifier(x[:, -1])
+
+
+def _keras_init(rnn: nn.RNNBase, gates: int) -> None:
+    with torch.no_grad():
+        for name, weight in rnn.named_parameters():
+            if name.startswith("weight_ih"):
+                for block in weight.chunk(gates):
+                    nn.init.xavier_uniform_(block)
+            elif name.startswith("weight_hh"):
+                for block in weight.chunk(gates):
+                    nn.init.orthogonal_(block)
+            else:
+                nn.init.zeros_(weight)
+                if gates == 4 and name.startswith("bias_ih"):
+                    weight.chunk(4)[1].fill_(1.0)  # PyTorch's LSTM gate order: input, forget, cell, output
 
 
 def build_head(name: str, features: int, num_classes: int) -> nn.Module:
