@@ -120,3 +120,22 @@ def test_job_submitted_to_a_two_node_cluster_runs_on_both_nodes(ray_cluster, mot
     assert len(summary["nodes"]) == 2  # decode tasks and actors ran on both nodes
     count = duckdb.sql(f"select count(*) from read_parquet('{output}/*.parquet')").fetchall()[0][0]
     assert count == 48
+
+
+def test_classify_defaults_to_the_window_the_model_was_trained_on(ray_local, tmp_path):
+    """A checkpoint records its training clip span: a longer video is cut into consecutive
+    windows of that span unless told otherwise (--window-seconds 0: the whole video)."""
+    torch.manual_seed(3)
+    config = ModelConfig("cnn3d_gru32", CLASSES, frames=12, size=48, clip_seconds=2.5)
+    save_checkpoint(config.build(), config, tmp_path / "model.pt")
+    (tmp_path / "in").mkdir()
+    write_testsrc(tmp_path / "in" / "long.mp4", seconds=7, size="64x48", fps=10)
+    for flags, out in (([], "default"), (["--window-seconds", "0"], "whole")):
+        assert vidpipe(["classify", str(tmp_path / "in"), str(tmp_path / out), "--model",
+                        str(tmp_path / "model.pt"), *flags]) == 0
+    windows = duckdb.sql(f"select segment, start_s, end_s from read_parquet('{tmp_path}/default/"
+                         f"*.parquet') order by segment").fetchall()
+    assert windows == [(0, 0.0, 2.5), (1, 2.5, 5.0), (2, 5.0, 7.0)]
+    whole = duckdb.sql(f"select segment, start_s, end_s from read_parquet('{tmp_path}/whole/"
+                       f"*.parquet')").fetchall()
+    assert whole == [(0, 0.0, 7.0)]

@@ -1,0 +1,143 @@
+"""The training recipe's parts, without Ray: schedule, optimizer, augmentation, kept epoch,
+initialisation, checkpoint metadata, the refusal to resume a run on other data, content split."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.models import build_model
+from pipeline.models.checkpoint import CheckpointError, ModelConfig, load_checkpoint, save_checkpoint
+from pipeline.synthetic import Recording, _periodic_texture
+from pipeline.train_job import _check_resumable, _run_identity
+from pipeline.training import (BestEpoch, EpochStats, Schedule, TrainSettings, augment,
+                               build_optimizer, left_chance_epoch, steps_per_epoch)
+
+
+def test_learning_rate_warms_up_scales_with_the_global_batch_and_decays_to_zero():
+    settings = TrainSettings(epochs=10, batch_size=4, lr=1e-3, warmup_epochs=1)
+    one, two = Schedule(settings, 1, 20), Schedule(settings, 2, 10)
+    assert one.peak == pytest.approx(1e-3) and two.peak == pytest.approx(2e-3)
+    assert one.lr_at(0) == pytest.approx(1e-3 / 20)  # warm-up starts small...
+    assert one.lr_at(19) == pytest.approx(1e-3)  # ...and reaches the peak after one epoch
+    assert two.lr_at(9) == pytest.approx(2e-3)
+    decay = [one.lr_at(step) for step in range(20, 200)]
+    assert all(a >= b for a, b in zip(decay, decay[1:])) and decay[-1] < 1e-6
+    assert steps_per_epoch(168, 4, 2) == 21 and steps_per_epoch(3, 4, 1) == 1
+
+
+def test_weight_matrices_with_a_large_fan_in_learn_slower():
+    model = build_model("cnn3dbn_gru128", 7)
+    optimizer = build_optimizer(model, TrainSettings())
+    scales = {id(group["params"][0]): group["lr_scale"] for group in optimizer.param_groups}
+    gru = model.head.rnns[0]
+    assert scales[id(gru.weight_ih_l0)] == pytest.approx(512 / 4096)  # 64 channels x 8 x 8
+    assert scales[id(gru.weight_hh_l0)] == 1.0 and scales[id(model.head.classifier.weight)] == 1.0
+    decay = {id(group["params"][0]): group["weight_decay"] for group in optimizer.param_groups}
+    assert decay[id(gru.bias_ih_l0)] == 0.0 and decay[id(gru.weight_hh_l0)] > 0.0
+
+
+def _moving_bar(direction: int) -> np.ndarray:
+    """uint8 [1, 8, 32, 32, 3]: a bright vertical bar moving 2 px per frame left or right."""
+    clip = np.full((1, 8, 32, 32, 3), 40, np.uint8)
+    for t in range(8):
+        x = 16 + direction * (2 * t - 7)
+        clip[0, t, :, x - 1:x + 2] = 230
+    return clip
+
+
+def _bar_positions(tensor: torch.Tensor) -> np.ndarray:
+    brightness = tensor[0].mean(dim=(0, 2)).numpy()  # [T, W]
+    weights = np.clip(brightness - brightness.mean(axis=1, keepdims=True), 0, None)
+    return (weights * np.arange(brightness.shape[1])).sum(1) / weights.sum(1)
+
+
+def test_augmentation_changes_appearance_but_never_the_direction_of_motion():
+    rng = np.random.default_rng(0)
+    settings = TrainSettings()
+    for direction in (-1, 1):
+        clip = _moving_bar(direction)
+        seen = set()
+        for _ in range(30):
+            out = augment(clip, rng, settings)
+            assert out.shape == (1, 3, 8, 32, 32) and 0.0 <= out.min() and out.max() <= 1.0
+            positions = _bar_positions(out)
+            assert np.all(np.sign(np.diff(positions)) == direction)  # no flip, no time reversal
+            seen.add(round(float(out.mean()), 3))
+        assert len(seen) > 20  # and it does vary what the clip looks like
+
+
+def test_the_kept_epoch_is_the_best_on_validation():
+    best = BestEpoch()
+    history = [EpochStats(1, 2.0, 0.1, 1, 0.20, 1.9), EpochStats(2, 1.0, 0.6, 1, 0.80, 0.6),
+               EpochStats(3, 0.5, 0.9, 1, 0.70, 0.8), EpochStats(4, 0.4, 0.9, 1, 0.80, 0.5)]
+    kept = [best.offer(stats) for stats in history]
+    assert kept == [True, True, False, True] and best.epoch == 4  # a tie goes to the lower loss
+    assert left_chance_epoch(history, 7) == 2 and left_chance_epoch(history[:1], 4) is None
+    without_validation = BestEpoch()
+    for stats in (EpochStats(1, 2.0, 0.1, 1), EpochStats(2, 1.5, 0.2, 1)):
+        without_validation.offer(stats)
+    assert without_validation.epoch == 2
+
+
+def test_recurrent_heads_start_as_keras_would():
+    gru = build_model("cnn3d_gru128", 4).head.rnns[0].requires_grad_(False)
+    bound = math.sqrt(6 / (4096 + 128))  # Glorot-uniform per gate block
+    assert gru.weight_ih_l0.abs().max() <= bound + 1e-6
+    assert float(gru.weight_ih_l0.std()) == pytest.approx(bound / math.sqrt(3), rel=0.05)
+    block = gru.weight_hh_l0[:128]
+    assert torch.allclose(block @ block.T, torch.eye(128), atol=1e-4)  # orthogonal
+    assert gru.bias_ih_l0.abs().sum() == 0 and gru.bias_hh_l0.abs().sum() == 0
+    lstm = build_model("cnn3d_lstm32", 4).head.rnns[0].requires_grad_(False)
+    assert torch.all(lstm.bias_ih_l0[32:64] == 1.0)  # forget gate
+
+
+def test_checkpoints_carry_their_clip_span_and_refuse_other_sampling(tmp_path):
+    config = ModelConfig("cnn3dbn_gru", ("A", "B"), clip_seconds=2.5, dataset_fingerprint="abc")
+    save_checkpoint(config.build(), config, tmp_path / "m.pt")
+    _, loaded = load_checkpoint(tmp_path / "m.pt")
+    assert loaded == ModelConfig("cnn3dbn_gru128", ("A", "B"), clip_seconds=2.5,
+                                 dataset_fingerprint="abc")
+    assert loaded.window_seconds() == 2.5  # default: the span it was trained on
+    assert loaded.window_seconds(10.0) == 10.0 and loaded.window_seconds(0) is None
+    assert ModelConfig("cnn3d", ("A",)).window_seconds() is None  # older checkpoints: whole video
+    legacy = {**config.to_dict(), "extra": {}}
+    legacy.pop("clip_seconds")
+    assert ModelConfig.from_dict(legacy).clip_seconds is None
+    with pytest.raises(CheckpointError, match="sampling 'random'"):
+        ModelConfig.from_dict({**config.to_dict(), "sampling": "random"})
+
+
+def test_a_run_is_not_resumed_on_other_data_or_settings():
+    config = ModelConfig("cnn3dbn_gru", ("A", "B"), dataset_fingerprint="abc")
+    identity = _run_identity(config, TrainSettings(epochs=5))
+    _check_resumable(None, {}, identity)  # a fresh run
+    more_epochs = _run_identity(config, TrainSettings(epochs=50))
+    _check_resumable(None, {"identity": identity}, more_epochs)  # the same command, more epochs
+    other_data = _run_identity(ModelConfig("cnn3dbn_gru", ("A", "B"), dataset_fingerprint="xyz"),
+                               TrainSettings(epochs=5))
+
+    class Run:
+        name, storage_path = "model-1", "/runs"
+
+    with pytest.raises(ValueError, match=r"other model\.dataset_fingerprint"):
+        _check_resumable(Run, {"identity": identity}, other_data)
+    with pytest.raises(ValueError, match=r"other settings\.lr"):
+        _check_resumable(Run, {"identity": identity},
+                         _run_identity(config, TrainSettings(epochs=5, lr=3e-3)))
+
+
+def test_content_split_families_look_different():
+    """Validation textures (`shapes`: flat colours, hard edges) are of another family than the
+    training ones (`noise`: smooth blobs), so validation shows content never trained on."""
+    rng = np.random.default_rng(0)
+
+    def flat_share(family: str) -> float:
+        recording = Recording(np.eye(3), 5.0, 64, 64, 25, 2.0, families=(family,))
+        texture = _periodic_texture(rng, recording)
+        return float((np.abs(np.diff(texture, axis=1)).max(axis=2) == 0).mean())
+
+    assert flat_share("shapes") > 0.2 > 0.01 > flat_share("noise")
