@@ -28,7 +28,7 @@ from pipeline.clips import decode_labelled  # noqa: E402
 from pipeline.corpus import read_corpus  # noqa: E402
 from pipeline.models import DEFAULT_ARCH  # noqa: E402
 from pipeline.models.checkpoint import ModelConfig  # noqa: E402
-from pipeline.ray_runtime import ensure_ray  # noqa: E402
+from pipeline.ray_runtime import ensure_ray, set_verbose  # noqa: E402
 from pipeline.training import RunSpec, TrainSettings, train_distributed  # noqa: E402
 
 
@@ -48,6 +48,7 @@ def main() -> None:
                     content_split=True, val_per_class=10)
     train_videos, val_videos = read_corpus(str(corpus / "train")), read_corpus(str(corpus / "val"))
     classes = train_videos.class_names
+    set_verbose(False)
     ensure_ray()
     train = decode_labelled(train_videos.videos, 20, 64)
     val = decode_labelled(val_videos.videos, 20, 64)
