@@ -1,7 +1,9 @@
-"""Connecting to Ray: a local in-process Ray by default, a cluster with `auto` or an address.
+"""Connecting to Ray: a local in-process Ray by default, a cluster with `auto` or an address; and
+the record of which nodes a job's tasks ran on.
 
 Ray 2.60 clusters started with `ray start` use token authentication; clients need
 RAY_AUTH_MODE=token (the token is read from ~/.ray/auth_token), which we set when joining a cluster.
+The job's workers get this process's storage settings (storage.worker_env) as runtime_env variables.
 """
 
 from __future__ import annotations
@@ -13,18 +15,71 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Initialise Ray once per process. `address`: None (or RAY_ADDRESS) as documented above."""
     import ray
 
+    from .storage import worker_env
+
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
+    env = worker_env()
+    runtime_env = {"env_vars": env} if env else None
     if address:
         os.environ.setdefault("RAY_AUTH_MODE", "token")
-        ray.init(address=address, log_to_driver=True)
+        ray.init(address=address, log_to_driver=True, runtime_env=runtime_env)
     else:
         # "local" explicitly: a bare ray.init() would join any cluster `ray start` left on this machine.
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
+                 runtime_env=runtime_env)
 
 
 def cluster_has_gpus() -> bool:
     import ray
 
     return ray.cluster_resources().get("GPU", 0) > 0
+
+
+class NodeLog:
+    """Where a job's tasks and actors ran: each worker process reports its node once.
+
+    A diagnostic beside the data (job summaries list the nodes), never a column of it.
+    """
+
+    def __init__(self):
+        import ray
+
+        self.actor = ray.remote(_NodeSet).options(num_cpus=0).remote()
+
+    def nodes(self) -> list[str]:
+        import ray
+
+        return ray.get(self.actor.nodes.remote())
+
+    def close(self) -> None:
+        import ray
+
+        ray.kill(self.actor)
+
+
+_reported: set[str] = set()
+
+
+def report_node(log: NodeLog | None) -> None:
+    """Tell `log` (if any) which node this worker process is on, once per process and log."""
+    import ray
+
+    if log is None:
+        return
+    key = log.actor._actor_id.hex()
+    if key not in _reported:
+        _reported.add(key)
+        log.actor.add.remote(ray.get_runtime_context().get_node_id())
+
+
+class _NodeSet:
+    def __init__(self):
+        self._nodes: set[str] = set()
+
+    def add(self, node: str) -> None:
+        self._nodes.add(node)
+
+    def nodes(self) -> list[str]:
+        return sorted(self._nodes)

@@ -65,7 +65,7 @@ class ClipParams:
 
 
 def make_corpus(out: str, classes: tuple[str, ...] = DEFAULT_CLASSES, per_class: int = 8,
-                groups: int = 4, seed: int = 0, endpoint_url: str | None = None,
+                groups: int = 4, seed: int = 0,
                 progress: Callable[[str], None] | None = None) -> list[str]:
     """Write `per_class` clips for each class under OUT/<Class>/; returns their URIs."""
     unknown = [name for name in classes if name not in MOTIONS]
@@ -76,7 +76,7 @@ def make_corpus(out: str, classes: tuple[str, ...] = DEFAULT_CLASSES, per_class:
     groups = max(1, min(groups, per_class))
     rng = np.random.default_rng(seed)
     recordings = [_random_recording(rng) for _ in range(groups)]
-    fs, root = filesystem(out, endpoint_url)
+    fs, root = filesystem(out)
     written = []
     for name in classes:
         fs.makedirs(f"{root}/{name}", exist_ok=True)
