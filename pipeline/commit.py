@@ -92,6 +92,7 @@ def write_staged(rows: pa.Table, staging: str, keep_retry: bool,
         name = f"part-{_keys_hash(written)}.parquet"
         summary["data_file"] = storage.join(staging, "data", name)
         _write_parquet(written, summary["data_file"])
+        pause_for_tests("writing")
         if state_rows is not None:
             summary["state_file"] = storage.join(staging, "state", name)
             _write_parquet(state_rows(written), summary["state_file"])
@@ -191,12 +192,19 @@ def _publish(source: str, target: str) -> None:
 
 
 def pause_for_tests(moment: str) -> None:
-    """VIDPIPE_TEST_PAUSE_AT=<moment>: stop here for a minute, so that a test can SIGKILL the run
-    at a moment too short to hit by timing. Unset (always, outside tests): nothing happens."""
+    """VIDPIPE_TEST_PAUSE_AT=<moment>: say so on stderr and stop here for VIDPIPE_TEST_PAUSE_S
+    seconds (default 60), once per process, so that a test can SIGKILL a run at a moment too
+    short to hit by timing (decoding, writing, before_commit, after_intent, mid_publish). Unset,
+    as everywhere outside the tests: nothing happens."""
     import os
     import sys
     import time
 
-    if os.environ.get("VIDPIPE_TEST_PAUSE_AT") == moment:
-        print(f"paused at {moment}", file=sys.stderr, flush=True)
-        time.sleep(60)
+    if os.environ.get("VIDPIPE_TEST_PAUSE_AT") != moment or moment in _paused:
+        return
+    _paused.add(moment)
+    print(f"vidpipe test hook: paused at {moment}", file=sys.stderr, flush=True)
+    time.sleep(float(os.environ.get("VIDPIPE_TEST_PAUSE_S", "60")))
+
+
+_paused: set[str] = set()

@@ -30,6 +30,7 @@ from .segments import clip_arrays, decode_batch, decode_video
 
 ROWS_PER_FILE = 50_000  # prediction rows per Parquet file
 VIDEOS_PER_DECODE_TASK = 4  # small: decoding is the slow part, spread it over every CPU
+DECODE_MEMORY = 256 * 1024 * 1024  # bytes reserved per decode task
 
 
 class TooManyErrors(Exception):
@@ -134,7 +135,11 @@ def predictions(videos, loaded: LoadedModel, window_seconds: float | None = None
     return (
         videos.select_columns(list(storage.LISTING_SCHEMA.names))
         .repartition(target_num_rows_per_block=VIDEOS_PER_DECODE_TASK)
-        .map_batches(_decode, batch_size=None, batch_format="pyarrow",
+        # Decoding reserves memory (a video's bytes and frames); besides being true, that keeps
+        # Ray Data from fusing it into the classifier actors, which would leave decoding to the
+        # actor pool's few CPUs instead of every free one.
+        .map_batches(_decode, batch_size=None, batch_format="pyarrow", num_cpus=1,
+                     memory=DECODE_MEMORY,
                      fn_kwargs={"frames": config.frames, "size": config.size,
                                 "window_seconds": config.window_seconds(window_seconds),
                                 "nodes": nodes})
@@ -151,6 +156,7 @@ def _decode(videos: pa.Table, frames: int, size: int, window_seconds: float | No
     from .ray_runtime import report_node
 
     report_node(nodes)
+    commit.pause_for_tests("decoding")
     yield from decode_batch(videos, frames, size, window_seconds)
 
 

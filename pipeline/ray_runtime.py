@@ -45,8 +45,11 @@ class NodeLog:
 
     def __init__(self):
         import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        self.actor = ray.remote(_NodeSet).options(num_cpus=0).remote()
+        # On the driver's node: losing a worker node must not lose the log.
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        self.actor = ray.remote(_NodeSet).options(num_cpus=0, scheduling_strategy=here).remote()
 
     def nodes(self) -> list[str]:
         import ray

@@ -175,7 +175,7 @@ def count_changes(plan) -> dict[str, int]:
     """{change: videos} of a plan dataset, by a Ray aggregation."""
     counts = {change: 0 for change in ("new", "changed", "reprocess", "unchanged", "deleted",
                                        "restored")}
-    for row in plan.groupby("change").sum("count").take_all():
+    for row in plan.groupby("change", num_partitions=1).sum("count").take_all():  # 6 keys at most
         counts[row["change"]] = int(row["sum(count)"])
     counts["listed"] = sum(counts[c] for c in ("new", "changed", "reprocess", "unchanged", "restored"))
     return counts
@@ -189,7 +189,7 @@ def class_stats(data_files: list[str]) -> dict[str, dict]:
     if not data_files:
         return {}
     rows = _read_parquet(data_files, columns=["status", "label", "score"])
-    stats = (rows.filter(expr=col("status") == "ok").groupby("label")
+    stats = (rows.filter(expr=col("status") == "ok").groupby("label", num_partitions=1)
              .aggregate(Count(alias_name="segments"), Mean("score", alias_name="mean_score"))
              .take_all())
     total = sum(row["segments"] for row in stats)
@@ -283,6 +283,7 @@ def _run(request: ScanRequest, record: dict, loaded, lease, say, started: float)
 
     output, run_id = request.output, record["run_id"]
     staging = commit.staging_dir(output, run_id)
+    phase = time.perf_counter()
     records = commit.committed_records(output)
     plan_path, plan_fs = storage.arrow_destination(storage.join(staging, "plan"))
     (plan_dataset(request.archive, _state_files(records), record["model_version"],
@@ -292,6 +293,7 @@ def _run(request: ScanRequest, record: dict, loaded, lease, say, started: float)
     planned = storage.list_names(plan_uri)
     record.update(count_changes(_read_parquet(plan_uri)) if planned else _no_changes())
     say(_describe_plan(record))
+    record["plan_s"], phase = round(time.perf_counter() - phase, 3), time.perf_counter()
     if record["listed"] == 0:
         storage.remove(staging, recursive=True)
         raise FileNotFoundError(f"no videos found under {request.archive}; nothing committed")
@@ -330,6 +332,7 @@ def _run(request: ScanRequest, record: dict, loaded, lease, say, started: float)
                   for uri in state_files])
     record["files"] = [final for _, final in publish[:len(data_files)]]
     record["state_files"] = [final for _, final in publish[len(data_files):]]
+    record["process_s"] = round(time.perf_counter() - phase, 3)
     record = _finish_record(record, started, processed=record["processed"])
     tracking = _start_tracking(request, record, say)
     record["mlflow_run_id"] = tracking.run_id
