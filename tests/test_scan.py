@@ -13,6 +13,7 @@ import io
 import json
 import os
 import queue
+import re
 import shutil
 import signal
 import subprocess
@@ -291,7 +292,7 @@ def test_incremental_scans_process_each_version_once(ray_local, videos, checkpoi
 
 
 def start_scan(args: list[str], pause_at: str | None = None) -> subprocess.Popen:
-    """`vidpipe scan ...` as its own process group (the driver and the Ray it starts), stopping
+    """`vidpipe scan ...` in a session of its own (the driver, the Ray it starts, its workers), stopping
     at `pause_at` (see commit.pause_for_tests) so that the test can kill it right there."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("RAY_ADDRESS", None)
@@ -317,12 +318,14 @@ def follow(process: subprocess.Popen, stream) -> subprocess.Popen:
     return process
 
 
-def wait_for_line(process: subprocess.Popen, text: str, timeout: float = 300) -> None:
+def wait_for_line(process: subprocess.Popen, text: str, timeout: float = 300,
+                  where=lambda line: True) -> str:
     deadline = time.time() + timeout
     while time.time() < deadline:
         try:
-            if text in process.lines.get(timeout=1):
-                return
+            line = process.lines.get(timeout=1)
+            if text in line and where(line):
+                return line
         except queue.Empty:
             if process.poll() is not None:
                 break
@@ -330,8 +333,18 @@ def wait_for_line(process: subprocess.Popen, text: str, timeout: float = 300) ->
     raise AssertionError(f"never saw {text!r}; output ended with:\n{''.join(process.seen[-40:])}")
 
 
-def kill_group(process: subprocess.Popen) -> None:
-    os.killpg(process.pid, signal.SIGKILL)
+def session_pids(process: subprocess.Popen) -> list[int]:
+    """Every process of the session `process` leads: itself, the Ray it started and that Ray's
+    workers (which lead process groups of their own)."""
+    found = subprocess.run(["pgrep", "-s", str(process.pid)], capture_output=True, text=True)
+    return [int(pid) for pid in found.stdout.split()]
+
+
+def kill_all(process: subprocess.Popen) -> None:
+    """SIGKILL the process and everything it started, at once (a lost machine, a killed pod)."""
+    for pid in session_pids(process):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     process.wait()
 
 
@@ -363,7 +376,7 @@ def test_killed_scans_then_a_rerun_leave_every_row_exactly_once_on_s3(
     for moment in ("decoding", "writing"):
         scan = start_scan(args, pause_at=moment)
         wait_for_line(scan, f"paused at {moment}")
-        kill_group(scan)
+        kill_all(scan)
         s3fs_client.invalidate_cache()
         assert not s3fs_client.glob(f"{bucket}/out/predictions/**"), moment
         assert s3fs_client.glob(f"{bucket}/out/_staging/*"), moment  # left for the next run
@@ -371,7 +384,7 @@ def test_killed_scans_then_a_rerun_leave_every_row_exactly_once_on_s3(
     # Killed between data and commit: its intent is written, one file published, no record.
     scan = start_scan(args, pause_at="mid_publish")
     wait_for_line(scan, "paused at mid_publish")
-    kill_group(scan)
+    kill_all(scan)
     s3fs_client.invalidate_cache()
     runs = s3fs_client.ls(f"{bucket}/out/_runs")
     assert [name for name in runs if name.endswith(".intent.json")] and \
@@ -413,7 +426,7 @@ def test_a_second_scan_is_refused_and_a_killed_scan_does_not_block_the_next(
         assert err.count("\n") == 1 and "Traceback" not in err
         assert err.startswith("vidpipe: error: ") and "is being scanned by run" in err
     finally:
-        kill_group(running)  # killed holding the lease, which would not expire for 300 s
+        kill_all(running)  # killed holding the lease, which would not expire for 300 s
     code, record, err = _run(["scan", *args, "--json"])
     assert code == 0, err[-3000:]
     assert record["processed"] == 3
@@ -423,13 +436,13 @@ def test_a_second_scan_is_refused_and_a_killed_scan_does_not_block_the_next(
 @pytest.mark.slow
 def test_a_worker_node_killed_mid_scan_costs_no_video(ray_cluster, videos, checkpoint, tmp_path):
     archive, output = tmp_path / "archive", tmp_path / "out"
-    for i, video in enumerate(videos[:12]):
-        _place(archive, f"{'pqr'[i % 3]}/v{i}.mp4", video)
+    for i in range(24):
+        _place(archive, f"{'pqr'[i % 3]}/v{i}.mp4", videos[i % 12])
     ray = str(Path(sys.executable).parent / "ray")
     gcs = f"127.0.0.1:{ray_cluster.env['VIDPIPE_GCS_PORT']}"
-    # A third node, in its own process group so that killing it kills all of it.
+    # A third node, in a session of its own so that it can be killed whole.
     node = subprocess.Popen([ray, "start", "--address", gcs, "--node-ip-address", "127.0.0.1",
-                             "--num-cpus", "1", "--block", "--disable-usage-stats"],
+                             "--num-cpus", "2", "--block", "--disable-usage-stats"],
                             env=ray_cluster.env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     pause = {"VIDPIPE_TEST_PAUSE_AT": "decoding", "VIDPIPE_TEST_PAUSE_S": "8"}
@@ -440,19 +453,24 @@ def test_a_worker_node_killed_mid_scan_costs_no_video(ray_cluster, videos, check
          str(checkpoint), "--mlflow-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--json"],
         env=ray_cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     follow(job, job.stdout)
+
+    def on_that_node(line: str) -> bool:  # Ray prefixes a worker's forwarded output with its pid
+        match = re.search(r"pid=(\d+)", line)
+        return bool(match) and int(match[1]) in session_pids(node)
+
     try:
-        wait_for_line(job, "paused at decoding", timeout=600)
-        time.sleep(3)  # every CPU busy: the classifier actor and decode tasks on all three nodes
-        kill_group(node)
+        # Killed while one of its workers is in the middle of decoding.
+        wait_for_line(job, "paused at decoding", timeout=600, where=on_that_node)
+        kill_all(node)
         assert job.wait(timeout=900) == 0, "".join(job.seen[-60:])
     finally:
         if node.poll() is None:
-            kill_group(node)
+            kill_all(node)
         if job.poll() is None:
             job.kill()
     time.sleep(0.5)  # the pump thread has read everything once the process has exited
     record = last_json("".join(job.seen))
-    assert record["listed"] == record["new"] == record["processed"] == 12
+    assert record["listed"] == record["new"] == record["processed"] == 24
     assert record["retry"] == 0 and record["errors"] == 0
     assert len(record["nodes"]) == 3  # the killed node had work too
     rows = reader_rows(output)
