@@ -313,6 +313,7 @@ def _run(request: ScanRequest, record: dict, loaded, lease, say, started: float)
             nodes = log.nodes()
         finally:
             log.close()
+    record["process_s"], phase = round(time.perf_counter() - phase, 3), time.perf_counter()
     recorded = []
     if any(record[change] for change in STATE_CHANGES):
         recorded = _stage_recorded_state(plan_uri, staging, record["model_version"], run_id)
@@ -333,12 +334,16 @@ def _run(request: ScanRequest, record: dict, loaded, lease, say, started: float)
                   for uri in state_files])
     record["files"] = [final for _, final in publish[:len(data_files)]]
     record["state_files"] = [final for _, final in publish[len(data_files):]]
-    record["process_s"] = round(time.perf_counter() - phase, 3)
+    record["stats_s"] = round(time.perf_counter() - phase, 3)
     record = _finish_record(record, started, processed=record["processed"])
     tracking = _start_tracking(request, record, say)
     record["mlflow_run_id"] = tracking.run_id
-    lease.check()  # still ours: nobody else can have planned against the state we commit to
-    committed = commit.commit(output, run_id, publish, record)
+    try:
+        lease.check()  # still ours: nobody else can have planned against the state we commit to
+        committed = commit.commit(output, run_id, publish, record)
+    except BaseException:
+        tracking.end(ok=False)
+        raise
     say(f"committed {run_id}: {record['processed']} videos processed, {record['errors']} errors, "
         f"{record['retry']} to retry, {record['deleted']} deleted, drift {record['drift_tvd']}")
     return committed, tracking
