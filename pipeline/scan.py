@@ -46,6 +46,7 @@ from .model_store import load_model
 
 PREDICTIONS = "predictions"
 STATE = "_state"
+CHANGES = ("new", "changed", "reprocess", "unchanged", "deleted", "restored")
 WORK = ("new", "changed", "reprocess")  # changes that are classified
 STATE_CHANGES = ("deleted", "restored")  # changes that are only recorded
 SETTLED = ("ok", "error")
@@ -173,8 +174,7 @@ def _cast_state(table: pa.Table) -> pa.Table:
 
 def count_changes(plan) -> dict[str, int]:
     """{change: videos} of a plan dataset, by a Ray aggregation."""
-    counts = {change: 0 for change in ("new", "changed", "reprocess", "unchanged", "deleted",
-                                       "restored")}
+    counts = dict.fromkeys(CHANGES, 0)
     for row in plan.groupby("change", num_partitions=1).sum("count").take_all():  # 6 keys at most
         counts[row["change"]] = int(row["sum(count)"])
     counts["listed"] = sum(counts[c] for c in ("new", "changed", "reprocess", "unchanged", "restored"))
@@ -286,11 +286,11 @@ def _run(request: ScanRequest, record: dict, loaded, lease, say, started: float)
     staging = commit.staging_dir(output, run_id)
     phase = time.perf_counter()
     records = commit.committed_records(output)
-    plan_path, plan_fs = storage.arrow_destination(storage.join(staging, "plan"))
+    plan_uri = storage.join(staging, "plan")
+    plan_path, plan_fs = storage.arrow_destination(plan_uri)
     (plan_dataset(request.archive, _state_files(records), record["model_version"],
                   request.reprocess_on_model_change, _partitions(records))
      .write_parquet(plan_path, filesystem=plan_fs))
-    plan_uri = storage.join(staging, "plan")
     planned = storage.list_names(plan_uri)
     record.update(count_changes(_read_parquet(plan_uri)) if planned else _no_changes())
     say(_describe_plan(record))
@@ -350,8 +350,7 @@ def _run(request: ScanRequest, record: dict, loaded, lease, say, started: float)
 
 
 def _no_changes() -> dict[str, int]:
-    return {change: 0 for change in ("new", "changed", "reprocess", "unchanged", "deleted",
-                                     "restored", "listed")}
+    return {**dict.fromkeys(CHANGES, 0), "listed": 0}
 
 
 def _stage_recorded_state(plan_uri: str, staging: str, model_version: str, run_id: str
@@ -360,7 +359,6 @@ def _stage_recorded_state(plan_uri: str, staging: str, model_version: str, run_i
     state_uri = storage.join(staging, "recorded")
     path, fs = storage.arrow_destination(state_uri)
     (_read_parquet(plan_uri)
-     .filter(expr=_column("change").is_in(list(STATE_CHANGES)))
      .map_batches(_recorded_state, batch_format="pyarrow",
                   fn_kwargs={"model_version": model_version, "run_id": run_id})
      .write_parquet(path, filesystem=fs))

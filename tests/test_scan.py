@@ -109,6 +109,18 @@ def test_fingerprint_is_the_same_in_every_time_zone(tmp_path):
     assert prints["UTC"].startswith("fp-") and len(set(prints.values())) == 1, prints
 
 
+def test_the_s3_endpoint_is_one_setting_that_ray_workers_receive(monkeypatch):
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.setattr(storage, "_endpoint_url", None)
+    assert storage.endpoint_url() is None and storage.worker_env() == {}
+    storage.configure(endpoint_url="http://minio.local:9000")
+    fs, path = storage.filesystem("s3://bucket/key.mp4")
+    assert fs.endpoint_url == "http://minio.local:9000" and path == "bucket/key.mp4"
+    assert storage.worker_env() == {"AWS_ENDPOINT_URL": "http://minio.local:9000"}
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://minio.local:9000")
+    assert storage.worker_env() == {}  # the job's environment has it already
+
+
 def _state(uri, etag, status, run, model="v1"):
     return {"video_uri": uri, "video_etag": etag, "video_bytes": 1, "model_version": model,
             "status": status, "run_id": run}
