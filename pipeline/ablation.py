@@ -15,7 +15,7 @@ from .clips import dataset_fingerprint, to_arrays
 from .evaluation import evaluate
 from .models import count_parameters
 from .models.checkpoint import ModelConfig, save_checkpoint
-from .tracking import TrainingRun, tracking_uri
+from .tracking import TrackedRun, tracking_uri
 from .train_job import decode_split, split_data
 from .training import RunSpec, left_chance_epoch, train_distributed
 
@@ -43,12 +43,12 @@ def run_ablation(args, say) -> dict:
     from .ray_runtime import ensure_ray
 
     archs = args.archs or list(VARIANTS)
-    data = split_data(args.data, args.val, args.val_fraction, args.seed, args.s3_endpoint_url)
+    data = split_data(args.data, args.val, args.val_fraction, args.seed)
     if not data.val:
         raise ValueError("the ablation needs validation videos (--val, or several groups in DATA)")
     ensure_ray(args.ray_address)
-    train, val = decode_split(data, args.frames, args.size, args.s3_endpoint_url, args.cache,
-                              args.window_seconds, say)
+    train, val = decode_split(data, args.frames, args.size, args.cache, args.window_seconds,
+                              say)
     val_arrays = to_arrays(val.dataset, data.class_names, args.frames, args.size)
     settings = args.settings
     uri = tracking_uri(args.mlflow_uri)
@@ -60,7 +60,7 @@ def run_ablation(args, say) -> dict:
                              size=args.size)
         run = RunSpec(os.path.abspath(os.path.join(args.out, "ray-train")), f"{arch}-{stamp}",
                       workers=args.workers, use_gpu=args.gpus)
-        tracking = TrainingRun(uri, args.experiment, arch, lambda m: say(f"warning: {m}"))
+        tracking = TrackedRun(uri, args.experiment, arch, lambda m: say(f"warning: {m}"))
         say(f"[{len(rows) + 1}/{len(archs)}] training {arch}")
         result = train_distributed(
             config, train.dataset, val.dataset, settings, run,

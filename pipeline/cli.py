@@ -11,10 +11,11 @@ import json
 import sys
 from collections.abc import Callable
 
-from . import synthetic
+from . import storage, synthetic
 from .corpus import CorpusError
 from .frames import VideoDecodeError
 from .inference import TooManyErrors
+from .lease import LeaseHeld, LeaseLost
 from .models import DEFAULT_ARCH, PAPER_ARCH, canonical_arch, list_models
 from .models.checkpoint import CheckpointError
 from .ray_runtime import set_verbose
@@ -32,7 +33,8 @@ class JobFailed(Exception):
 
 # Errors that are the user's input, reported as one line; anything else is a bug and keeps its traceback.
 EXPECTED_ERRORS = (VideoDecodeError, CorpusError, CheckpointError, JobFailed, TooManyErrors,
-                   RegistrationFailed, FileNotFoundError, PermissionError, ValueError)
+                   RegistrationFailed, LeaseHeld, LeaseLost, FileNotFoundError, PermissionError,
+                   ValueError)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -124,6 +126,36 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(classify)
     _add_cluster(classify)
     classify.set_defaults(run=_classify)
+
+    scan = subcommands.add_parser(
+        "scan", help="classify what is new or changed in ARCHIVE since the last scan, exactly once, "
+                     "into OUTPUT/predictions/scan_date=.../")
+    scan.add_argument("archive", help="folder or URI (s3://bucket/prefix) of videos")
+    scan.add_argument("output", help="folder or URI holding predictions/, the scan state and run records")
+    scan.add_argument("--model", required=True,
+                      help="REF: checkpoint path, models:/NAME@ALIAS, models:/NAME/VERSION, runs:/ID/model")
+    scan.add_argument("--date", type=_date, default=None, metavar="YYYY-MM-DD",
+                      help="the scan_date partition the rows land in (default: today, UTC)")
+    scan.add_argument("--dry-run", action="store_true",
+                      help="list and compare with the state only: print what would be processed, write nothing")
+    scan.add_argument("--reprocess-on-model-change", action="store_true",
+                      help="also classify videos done by another model version (default: only new "
+                           "or changed videos, whatever model did the old ones)")
+    scan.add_argument("--window-seconds", type=_non_negative_float, default=None,
+                      help="as for classify (default: the model's training clip duration; 0: whole videos)")
+    scan.add_argument("--batch-size", type=_positive_int, default=16, help="clips per model call")
+    scan.add_argument("--num-actors", type=_positive_int, default=None,
+                      help="classifier actors (default: half the cluster's CPUs, or one per GPU)")
+    scan.add_argument("--error-threshold", type=_fraction, default=0.5,
+                      help="fail (exit 1, after committing) when more than this share of the "
+                           "processed videos is unreadable")
+    scan.add_argument("--rows-per-file", type=_positive_int, default=50_000,
+                      help="prediction rows per Parquet file")
+    scan.add_argument("--lease-seconds", type=_positive_float, default=300.0,
+                      help="how long the OUTPUT lease outlives a scan that stops renewing it (killed)")
+    _add_common(scan)
+    _add_cluster(scan)
+    scan.set_defaults(run=_scan)
     return parser
 
 
@@ -131,6 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
         set_verbose(getattr(args, "verbose", False))
+        storage.configure(endpoint_url=args.s3_endpoint_url)  # once, for this process and its Ray
         summary = args.run(args)
     except UsageError as exc:
         print(f"vidpipe: error: {exc}", file=sys.stderr)
@@ -152,8 +185,7 @@ def main(argv: list[str] | None = None) -> int:
 def _make_corpus(args) -> dict:
     say = _reporter(args)
     uris = synthetic.make_corpus(args.out, tuple(args.classes), args.per_class, args.groups,
-                                 args.seed, endpoint_url=args.s3_endpoint_url,
-                                 content_split=args.content_split,
+                                 args.seed, content_split=args.content_split,
                                  val_per_class=args.val_per_class)
     say(f"wrote {len(uris)} videos ({len(args.classes)} classes) to {args.out}")
     return {"videos": len(uris), "classes": args.classes, "output": args.out}
@@ -168,8 +200,7 @@ def _train(args) -> dict:
         val_fraction=args.val_fraction, workers=args.workers, use_gpu=args.gpus,
         max_failures=args.max_failures, storage_path=args.storage_path, name=args.name,
         cache=args.cache, window_seconds=args.window_seconds, register=args.register,
-        experiment=args.experiment, endpoint_url=args.s3_endpoint_url,
-        mlflow_uri=args.mlflow_uri, ray_address=args.ray_address)
+        experiment=args.experiment, mlflow_uri=args.mlflow_uri, ray_address=args.ray_address)
     return run_training(request, _reporter(args))
 
 
@@ -177,8 +208,8 @@ def _evaluate(args) -> dict:
     from .evaluation import run_evaluation
 
     return run_evaluation(args.data, args.model, out=args.out, window_seconds=args.window_seconds,
-                          endpoint_url=args.s3_endpoint_url, mlflow_uri=args.mlflow_uri,
-                          ray_address=args.ray_address, say=_reporter(args))
+                          mlflow_uri=args.mlflow_uri, ray_address=args.ray_address,
+                          say=_reporter(args))
 
 
 def _ablation(args) -> dict:
@@ -196,11 +227,22 @@ def _classify(args) -> dict:
     say = _reporter(args)
     summary = classify(args.input, args.output, args.model, window_seconds=args.window_seconds,
                        batch_size=args.batch_size, num_actors=args.num_actors,
-                       error_threshold=args.error_threshold, endpoint_url=args.s3_endpoint_url,
-                       mlflow_uri=args.mlflow_uri, ray_address=args.ray_address)
+                       error_threshold=args.error_threshold, mlflow_uri=args.mlflow_uri, ray_address=args.ray_address)
     say(f"{summary['videos']} videos, {summary['segments']} segments, {summary['errors']} errors "
         f"in {summary['wall_s']:.1f}s ({summary['videos_per_s']:.2f} videos/s) -> {summary['output']}")
     return summary
+
+
+def _scan(args) -> dict:
+    from .scan import ScanRequest, run_scan
+
+    request = ScanRequest(
+        archive=args.archive, output=args.output, model=args.model, scan_date=args.date,
+        dry_run=args.dry_run, reprocess_on_model_change=args.reprocess_on_model_change,
+        window_seconds=args.window_seconds, batch_size=args.batch_size, num_actors=args.num_actors,
+        error_threshold=args.error_threshold, rows_per_file=args.rows_per_file,
+        lease_seconds=args.lease_seconds, mlflow_uri=args.mlflow_uri, ray_address=args.ray_address)
+    return run_scan(request, _reporter(args))
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -299,6 +341,15 @@ def _fraction(text: str) -> float:
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
     return value
+
+
+def _date(text: str):
+    from datetime import date
+
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text}") from None
 
 
 def _arch(text: str) -> str:

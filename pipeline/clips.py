@@ -1,8 +1,9 @@
 """Labelled clips for training and evaluation: a corpus decoded once by Ray Data, optionally cached.
 
-Clips come from the same sampling as inference (`sample_segments`: the whole video, or one clip per
-window of `window_seconds`), so training and serving see identical frames. Rows are `uri`, `label`
-(class name), `segment` (window index) and `clip` (the raw uint8 bytes of a [T, H, W, 3] array).
+Clips come from the very decoding inference uses (`segments.decode_video`: the whole video, or one
+clip per window of `window_seconds`), so training and serving see identical frames. Rows are `uri`,
+`label` (class name), `segment` (window index), `seconds` (its span) and `clip` (the raw uint8 bytes
+of a [T, H, W, 3] array).
 
 The clip cache is Parquet under CACHE_URI/<key>/. The key hashes everything that decides the
 clips: the sampling settings and each video's URI, label and ETag (or size+mtime fingerprint), so a
@@ -22,8 +23,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .corpus import LabelledVideo
-from .frames import VideoDecodeError, sample_segments
-from .storage import arrow_destination, filesystem, fingerprint, read_bytes
+from .segments import clip_arrays, decode_video
+from .storage import arrow_destination, filesystem, fingerprint
 
 # Bump when the clips (or the cache rows) for the same input change; v2: rows carry `seconds`.
 SAMPLING = "sample_clip/uniform/v2"
@@ -41,15 +42,14 @@ class DecodedClips:
     median_seconds: float | None = None  # the median time span of the clips (None: unknown)
 
 
-def with_fingerprints(videos: Sequence[LabelledVideo], endpoint_url: str | None = None
-                      ) -> list[LabelledVideo]:
+def with_fingerprints(videos: Sequence[LabelledVideo]) -> list[LabelledVideo]:
     """Fill in missing ETags (manifest rows) by asking the store, a few requests at a time."""
     missing = [video for video in videos if not video.etag]
     if not missing:
         return list(videos)
     with ThreadPoolExecutor(max_workers=16) as pool:
         etags = dict(zip((v.uri for v in missing),
-                         pool.map(lambda v: fingerprint(v.uri, endpoint_url), missing)))
+                         pool.map(lambda v: fingerprint(v.uri), missing)))
     return [video if video.etag else LabelledVideo(video.uri, video.label, video.group,
                                                    etags[video.uri]) for video in videos]
 
@@ -69,15 +69,15 @@ def cache_key(videos: Sequence[LabelledVideo], frames: int, size: int,
 
 
 def decode_labelled(videos: Sequence[LabelledVideo], frames: int, size: int,
-                    endpoint_url: str | None = None, cache_uri: str | None = None,
-                    window_seconds: float | None = None) -> DecodedClips:
+                    cache_uri: str | None = None, window_seconds: float | None = None
+                    ) -> DecodedClips:
     """Decode every video once (Ray Data tasks, in parallel); bad videos are skipped, not fatal."""
     import ray
 
-    videos = with_fingerprints(videos, endpoint_url) if cache_uri else list(videos)
+    videos = with_fingerprints(videos) if cache_uri else list(videos)
     cache_dir = (posixpath.join(cache_uri.rstrip("/"), cache_key(videos, frames, size, window_seconds))
                  if cache_uri else None)
-    if cache_dir and (cached := _read_cache(cache_dir, endpoint_url)) is not None:
+    if cache_dir and (cached := _read_cache(cache_dir)) is not None:
         return cached
     if not videos:
         raise ValueError("no videos to decode")
@@ -86,8 +86,7 @@ def decode_labelled(videos: Sequence[LabelledVideo], frames: int, size: int,
         ray.data.from_items([{"uri": v.uri, "label": v.label} for v in videos],
                             override_num_blocks=min(len(videos), max(1, cpus * 4)))
         .flat_map(_decode_rows, fn_kwargs={"frames": frames, "size": size,
-                                           "window_seconds": window_seconds,
-                                           "endpoint_url": endpoint_url})
+                                           "window_seconds": window_seconds})
         .materialize()
     )
     status = decoded.select_columns(["uri", "seconds", "error"]).take_all()
@@ -99,7 +98,7 @@ def decode_labelled(videos: Sequence[LabelledVideo], frames: int, size: int,
     result = DecodedClips(dataset, count, skipped,
                           median_seconds=float(np.median(seconds)) if seconds else None)
     if cache_dir and count:
-        _write_cache(result, cache_dir, frames, size, endpoint_url)
+        _write_cache(result, cache_dir, frames, size)
         result.cache = "written"
     return result
 
@@ -122,27 +121,20 @@ def to_arrays(dataset, class_names: Sequence[str], frames: int, size: int
 def unpack_batch(batch: dict, class_names: Sequence[str], frames: int, size: int
                  ) -> tuple[np.ndarray, np.ndarray]:
     """A numpy batch of clip rows -> (clips uint8 [B, T, H, W, 3], label indices [B])."""
-    shape = (frames, size, size, 3)
-    clips = np.stack([np.frombuffer(raw, np.uint8).reshape(shape) for raw in batch["clip"]])
+    clips = clip_arrays(batch["clip"], frames, size)
     index = {name: i for i, name in enumerate(class_names)}
     labels = np.asarray([index[str(label)] for label in batch["label"]], np.int64)
     return clips, labels
 
 
-def _decode_rows(row: dict, frames: int, size: int, window_seconds: float | None,
-                 endpoint_url: str | None) -> list[dict]:
-    """flat_map step: one video -> a row per window, or one row with an `error`."""
-    try:
-        _, segments = sample_segments(read_bytes(row["uri"], endpoint_url), num_frames=frames,
-                                      size=(size, size), window_seconds=window_seconds)
-        return [{**row, "segment": seg.index, "seconds": seg.end_s - seg.start_s,
-                 "clip": seg.clip.tobytes(), "error": ""}
-                for seg in segments]
-    except VideoDecodeError as exc:
-        reason = str(exc)
-    except Exception as exc:  # a storage failure on one object skips that object
-        reason = f"cannot read input: {type(exc).__name__}"
-    return [{**row, "segment": 0, "seconds": 0.0, "clip": b"", "error": reason}]
+def _decode_rows(row: dict, frames: int, size: int, window_seconds: float | None) -> list[dict]:
+    """flat_map step: one labelled video -> a clip row per window, or one row with an `error`
+    (the decoding itself is segments.decode_video, shared with inference)."""
+    video = {"video_uri": row["uri"], "video_etag": "", "video_bytes": 0}
+    return [{**row, "segment": record["segment"],
+             "seconds": (record["end_s"] - record["start_s"]) if record["error"] is None else 0.0,
+             "clip": record["clip"], "error": record["error"] or ""}
+            for record in decode_video(video, frames, size, window_seconds)]
 
 
 def _decoded_rows_only(table):
@@ -151,28 +143,27 @@ def _decoded_rows_only(table):
     return table.filter(pc.equal(table["error"], "")).drop_columns(["error"])
 
 
-def _read_cache(cache_dir: str, endpoint_url: str | None) -> DecodedClips | None:
+def _read_cache(cache_dir: str) -> DecodedClips | None:
     import ray
 
-    fs, path = filesystem(cache_dir, endpoint_url)
+    fs, path = filesystem(cache_dir)
     try:
         with fs.open(posixpath.join(path, MANIFEST), "r") as handle:
             manifest = json.load(handle)
     except FileNotFoundError:
         return None
-    data_path, arrow_fs = arrow_destination(posixpath.join(cache_dir, "data"), endpoint_url)
+    data_path, arrow_fs = arrow_destination(posixpath.join(cache_dir, "data"))
     dataset = ray.data.read_parquet(data_path, filesystem=arrow_fs).materialize()
     skipped = [tuple(pair) for pair in manifest["skipped"]]
     return DecodedClips(dataset, manifest["count"], skipped, cache="hit",
                         median_seconds=manifest.get("median_seconds"))
 
 
-def _write_cache(clips: DecodedClips, cache_dir: str, frames: int, size: int,
-                 endpoint_url: str | None) -> None:
-    fs, path = filesystem(cache_dir, endpoint_url)
+def _write_cache(clips: DecodedClips, cache_dir: str, frames: int, size: int) -> None:
+    fs, path = filesystem(cache_dir)
     if fs.exists(path):  # leftovers of an interrupted write: start clean
         fs.rm(path, recursive=True)
-    data_path, arrow_fs = arrow_destination(posixpath.join(cache_dir, "data"), endpoint_url)
+    data_path, arrow_fs = arrow_destination(posixpath.join(cache_dir, "data"))
     clips.dataset.write_parquet(data_path, filesystem=arrow_fs)
     manifest = {"sampling": SAMPLING, "frames": frames, "size": size, "count": clips.count,
                 "skipped": clips.skipped, "median_seconds": clips.median_seconds}

@@ -40,12 +40,12 @@ class CorpusError(Exception):
     """A corpus that cannot be read; the message is a one-line reason."""
 
 
-def read_corpus(source: str, endpoint_url: str | None = None) -> Corpus:
+def read_corpus(source: str) -> Corpus:
     """A labelled corpus from a UCF50-style folder or a manifest file (local or any fsspec URL)."""
     if source.lower().endswith(MANIFEST_EXTENSIONS):
-        videos = _read_manifest(source, endpoint_url)
+        videos = _read_manifest(source)
     else:
-        videos = _read_folder(source, endpoint_url)
+        videos = _read_folder(source)
     if not videos:
         raise CorpusError(f"no labelled videos found in {source}")
     classes = tuple(sorted({video.label for video in videos}))
@@ -77,13 +77,13 @@ def split_by_group(videos: tuple[LabelledVideo, ...] | list[LabelledVideo],
     return train, val
 
 
-def _read_folder(root: str, endpoint_url: str | None) -> list[LabelledVideo]:
-    fs, root_path = filesystem(root, endpoint_url)
+def _read_folder(root: str) -> list[LabelledVideo]:
+    fs, root_path = filesystem(root)
     if not fs.isdir(root_path):
         raise CorpusError(f"corpus folder not found: {root}")
     root_uri = fs.unstrip_protocol(root_path).rstrip("/")
     videos = []
-    for obj in list_videos(root, endpoint_url):
+    for obj in list_videos(root):
         relative = obj.uri[len(root_uri):].lstrip("/").split("/")
         if len(relative) != 2:  # only ROOT/<Class>/<file>; anything else is not part of the layout
             continue
@@ -92,11 +92,11 @@ def _read_folder(root: str, endpoint_url: str | None) -> list[LabelledVideo]:
     return videos
 
 
-def _read_manifest(path: str, endpoint_url: str | None) -> list[LabelledVideo]:
+def _read_manifest(path: str) -> list[LabelledVideo]:
     import pyarrow.csv as pa_csv
     import pyarrow.parquet as pq
 
-    fs, manifest_path = filesystem(path, endpoint_url)
+    fs, manifest_path = filesystem(path)
     try:
         with fs.open(manifest_path, "rb") as handle:
             table = pq.read_table(handle) if path.lower().endswith(".parquet") else pa_csv.read_csv(handle)

@@ -136,7 +136,7 @@ def _pyplot():
 
 
 def run_evaluation(data: str, model_ref: str, *, out: str | None = None,
-                   window_seconds: float | None = None, endpoint_url: str | None = None,
+                   window_seconds: float | None = None,
                    mlflow_uri: str | None = None, ray_address: str | None = None,
                    say=print) -> dict:
     """`vidpipe evaluate`: decode DATA with the model's own sampling (Ray Data), score it, and
@@ -151,12 +151,12 @@ def run_evaluation(data: str, model_ref: str, *, out: str | None = None,
 
     loaded = load_model(model_ref, mlflow_uri)
     config = loaded.config
-    corpus = read_corpus(data, endpoint_url)
+    corpus = read_corpus(data)
     unknown = sorted(set(corpus.class_names) - set(config.class_names))
     if unknown:
         raise ValueError(f"{data} has classes the model does not know: {', '.join(unknown)}")
     ensure_ray(ray_address)
-    decoded = decode_labelled(corpus.videos, config.frames, config.size, endpoint_url,
+    decoded = decode_labelled(corpus.videos, config.frames, config.size,
                               window_seconds=config.window_seconds(window_seconds))
     for uri, reason in decoded.skipped:
         say(f"skipped {uri}: {reason}")

@@ -1,10 +1,10 @@
-"""Connecting to Ray, and how much of Ray's (and MLflow's) own logging reaches the terminal.
-
-Ray: a local in-process Ray by default, a cluster with `auto` or an address. Quiet by default
-(errors only); `--verbose` shows Ray's INFO logs.
+"""Connecting to Ray: a local in-process Ray by default, a cluster with `auto` or an address; the
+record of which nodes a job's tasks ran on; and how much of Ray's (and MLflow's) own logging
+reaches the terminal: errors only by default, Ray's INFO logs with `--verbose`.
 
 Ray 2.60 clusters started with `ray start` use token authentication; clients need
 RAY_AUTH_MODE=token (the token is read from ~/.ray/auth_token), which we set when joining a cluster.
+The job's workers get this process's storage settings (storage.worker_env) as runtime_env variables.
 """
 
 from __future__ import annotations
@@ -40,11 +40,14 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     import ray
     import ray.data
 
+    from .storage import worker_env
+
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
-    # Workers' Python logs (forwarded to this terminal) at the same level as the driver's.
-    options = {"log_to_driver": True,
+    env = worker_env()
+    options = {"log_to_driver": True, "runtime_env": {"env_vars": env} if env else None,
+               # Workers' Python logs (forwarded to this terminal) at the driver's level.
                "logging_config": ray.LoggingConfig(log_level="INFO" if _verbose else "ERROR")}
     if address:
         os.environ.setdefault("RAY_AUTH_MODE", "token")
@@ -59,3 +62,54 @@ def cluster_has_gpus() -> bool:
     import ray
 
     return ray.cluster_resources().get("GPU", 0) > 0
+
+
+class NodeLog:
+    """Where a job's tasks and actors ran: each worker process reports its node once.
+
+    A diagnostic beside the data (job summaries list the nodes), never a column of it.
+    """
+
+    def __init__(self):
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        # On the driver's node: losing a worker node must not lose the log.
+        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+        self.actor = ray.remote(_NodeSet).options(num_cpus=0, scheduling_strategy=here).remote()
+
+    def nodes(self) -> list[str]:
+        import ray
+
+        return ray.get(self.actor.nodes.remote())
+
+    def close(self) -> None:
+        import ray
+
+        ray.kill(self.actor)
+
+
+_reported: set[str] = set()
+
+
+def report_node(log: NodeLog | None) -> None:
+    """Tell `log` (if any) which node this worker process is on, once per process and log."""
+    import ray
+
+    if log is None:
+        return
+    key = log.actor._actor_id.hex()
+    if key not in _reported:
+        _reported.add(key)
+        log.actor.add.remote(ray.get_runtime_context().get_node_id())
+
+
+class _NodeSet:
+    def __init__(self):
+        self._nodes: set[str] = set()
+
+    def add(self, node: str) -> None:
+        self._nodes.add(node)
+
+    def nodes(self) -> list[str]:
+        return sorted(self._nodes)

@@ -48,26 +48,26 @@ class Lineage:
     mlflow_run_id: str | None = None
 
 
-def prediction_row(video: dict, segment: dict, probs: np.ndarray, class_names: tuple[str, ...],
+def prediction_row(record: dict, probs: np.ndarray, class_names: tuple[str, ...],
                    lineage: Lineage, top_k: int = TOP_K) -> dict:
-    """An 'ok' row. `video` has uri/etag/bytes/duration_s/fps/width/height; `segment` has
-    index/start_s/end_s; `probs` are the class probabilities for that segment."""
+    """An 'ok' row for a segment record (segments.SEGMENT_SCHEMA); `probs` are the class
+    probabilities for that segment."""
     order = np.argsort(-probs, kind="stable")[: min(top_k, len(class_names))]
     best = int(order[0])
     return {
-        **_video_columns(video),
-        "segment": segment["index"],
-        "start_s": segment["start_s"],
-        "end_s": segment["end_s"],
+        **_video_columns(record),
+        "segment": record["segment"],
+        "start_s": record["start_s"],
+        "end_s": record["end_s"],
         "label": class_names[best],
         "label_index": best,
         "score": float(probs[best]),
         "top_labels": [class_names[i] for i in order],
         "top_scores": [float(probs[i]) for i in order],
-        "duration_s": video["duration_s"],
-        "fps": video["fps"],
-        "width": video["width"],
-        "height": video["height"],
+        "duration_s": record["duration_s"],
+        "fps": record["fps"],
+        "width": record["width"],
+        "height": record["height"],
         **_lineage_columns(lineage),
         "status": "ok",
         "error": None,
@@ -75,10 +75,10 @@ def prediction_row(video: dict, segment: dict, probs: np.ndarray, class_names: t
     }
 
 
-def error_row(video: dict, reason: str, lineage: Lineage) -> dict:
+def error_row(record: dict, reason: str, lineage: Lineage) -> dict:
     """The one row an unreadable video gets: segment 0, no prediction, the reason."""
     return {
-        **_video_columns(video),
+        **_video_columns(record),
         "segment": 0,
         "start_s": None,
         "end_s": None,
@@ -102,8 +102,8 @@ def rows_to_table(rows: list[dict]) -> pa.Table:
     return pa.Table.from_pylist(rows, schema=PREDICTION_SCHEMA)
 
 
-def _video_columns(video: dict) -> dict:
-    return {"video_uri": video["uri"], "video_etag": video["etag"], "video_bytes": video["bytes"]}
+def _video_columns(record: dict) -> dict:
+    return {key: record[key] for key in ("video_uri", "video_etag", "video_bytes")}
 
 
 def _lineage_columns(lineage: Lineage) -> dict:

@@ -76,7 +76,7 @@ class ClipParams:
 
 
 def make_corpus(out: str, classes: tuple[str, ...] = DEFAULT_CLASSES, per_class: int = 8,
-                groups: int = 4, seed: int = 0, endpoint_url: str | None = None,
+                groups: int = 4, seed: int = 0,
                 progress: Callable[[str], None] | None = None,
                 content_split: bool = False, val_per_class: int | None = None) -> list[str]:
     """Write `per_class` clips for each class under OUT/<Class>/; returns their URIs.
@@ -93,21 +93,21 @@ def make_corpus(out: str, classes: tuple[str, ...] = DEFAULT_CLASSES, per_class:
         val_count = val_per_class or max(1, per_class // 3)
         train = _write_corpus(f"{out.rstrip('/')}/train", classes, per_class, groups,
                               np.random.default_rng([seed, 0]), CONTENT_SPLIT["train"],
-                              endpoint_url, progress)
+                              progress)
         return train + _write_corpus(f"{out.rstrip('/')}/val", classes, val_count, groups,
                                      np.random.default_rng([seed, 1]), CONTENT_SPLIT["val"],
-                                     endpoint_url, progress, first_group=groups + 1)
+                                     progress, first_group=groups + 1)
     return _write_corpus(out, classes, per_class, groups, np.random.default_rng(seed),
-                         TEXTURE_FAMILIES[:1], endpoint_url, progress)
+                         TEXTURE_FAMILIES[:1], progress)
 
 
 def _write_corpus(out: str, classes: tuple[str, ...], per_class: int, groups: int,
                   rng: np.random.Generator, families: tuple[str, ...],
-                  endpoint_url: str | None, progress: Callable[[str], None] | None,
+                  progress: Callable[[str], None] | None,
                   first_group: int = 1) -> list[str]:
     groups = max(1, min(groups, per_class))
     recordings = [_random_recording(rng, families) for _ in range(groups)]
-    fs, root = filesystem(out, endpoint_url)
+    fs, root = filesystem(out)
     written = []
     for name in classes:
         fs.makedirs(f"{root}/{name}", exist_ok=True)

@@ -68,8 +68,8 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 
 
-class TrainingRun:
-    """One MLflow run per training. Every call is outage-tolerant: a failure is reported through
+class TrackedRun:
+    """One MLflow run per training (or scan). Every call is outage-tolerant: a failure is reported through
     `warn` once per call and the run carries on untracked, so MLflow never costs a trained model.
     """
 

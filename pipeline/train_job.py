@@ -24,7 +24,7 @@ from .evaluation import Evaluation, evaluate, plot_confusion, plot_learning_curv
 from .models import DEFAULT_ARCH, count_parameters
 from .models.checkpoint import ModelConfig, write_checkpoint_bytes
 from .storage import filesystem
-from .tracking import (TrainingRun, apply_gate, champion_version, describe_failure,
+from .tracking import (TrackedRun, apply_gate, champion_version, describe_failure,
                        tracking_uri)
 from .training import RunSpec, TrainResult, TrainSettings, train_distributed
 
@@ -50,7 +50,6 @@ class TrainRequest:
     window_seconds: float | None = None
     register: str | None = None
     experiment: str = "vidpipe-train"
-    endpoint_url: str | None = None
     mlflow_uri: str | None = None
     ray_address: str | None = None
 
@@ -66,12 +65,11 @@ class LabelledData:
     class_names: tuple[str, ...]
 
 
-def split_data(data: str, val: str | None, val_fraction: float, seed: int,
-               endpoint_url: str | None) -> LabelledData:
+def split_data(data: str, val: str | None, val_fraction: float, seed: int) -> LabelledData:
     """Train/validation videos: --val as given, else a group-aware split of DATA."""
-    corpus = read_corpus(data, endpoint_url)
+    corpus = read_corpus(data)
     if val:
-        val_corpus = read_corpus(val, endpoint_url)
+        val_corpus = read_corpus(val)
         names = tuple(sorted(set(corpus.class_names) | set(val_corpus.class_names)))
         return LabelledData(list(corpus.videos), list(val_corpus.videos), names)
     train, held_out = split_by_group(corpus.videos, val_fraction, seed)
@@ -82,15 +80,14 @@ def run_training(request: TrainRequest, say: Callable[[str], None]) -> dict:
     from .ray_runtime import cluster_has_gpus, ensure_ray
 
     settings = request.settings
-    data = split_data(request.data, request.val, request.val_fraction, settings.seed,
-                      request.endpoint_url)
-    data.train = with_fingerprints(data.train, request.endpoint_url)
-    data.val = with_fingerprints(data.val, request.endpoint_url)
+    data = split_data(request.data, request.val, request.val_fraction, settings.seed)
+    data.train = with_fingerprints(data.train)
+    data.val = with_fingerprints(data.val)
     ensure_ray(request.ray_address)
     if request.use_gpu and not cluster_has_gpus():
         raise ValueError("--gpus asked for GPU workers but the Ray cluster has no GPUs")
-    train, val = decode_split(data, request.frames, request.size, request.endpoint_url,
-                              request.cache, request.window_seconds, say)
+    train, val = decode_split(data, request.frames, request.size, request.cache,
+                              request.window_seconds, say)
 
     fingerprint = dataset_fingerprint(data.train + data.val)
     config = ModelConfig(arch=request.arch, class_names=data.class_names,
@@ -101,13 +98,12 @@ def run_training(request: TrainRequest, say: Callable[[str], None]) -> dict:
                   workers=request.workers, use_gpu=request.use_gpu,
                   max_failures=request.max_failures)
     identity = _run_identity(config, settings)
-    marker = _read_marker(run, request.endpoint_url)
+    marker = _read_marker(run)
     _check_resumable(run, marker, identity)
     uri = tracking_uri(request.mlflow_uri)
-    tracking = TrainingRun(uri, request.experiment, run.name, lambda m: say(f"warning: {m}"),
+    tracking = TrackedRun(uri, request.experiment, run.name, lambda m: say(f"warning: {m}"),
                            resume_run_id=marker.get("mlflow_run_id"))
-    _write_marker(run, tracking.run_id if tracking.active else None, identity,
-                  request.endpoint_url)
+    _write_marker(run, tracking.run_id if tracking.active else None, identity)
     if tracking.active:
         tracking.log_params({
             **settings.__dict__, "arch": config.arch, "frames": config.frames,
@@ -159,14 +155,14 @@ def run_training(request: TrainRequest, say: Callable[[str], None]) -> dict:
     return summary
 
 
-def decode_split(data: LabelledData, frames: int, size: int, endpoint_url: str | None,
-                 cache: str | None, window_seconds: float | None, say):
+def decode_split(data: LabelledData, frames: int, size: int, cache: str | None,
+                 window_seconds: float | None, say):
     """(train, val or None) clip datasets, decoded once or read from the clip cache; every
     undecodable video is named."""
     say(f"decoding {len(data.train)} training and {len(data.val)} validation videos")
 
     def decode(videos):
-        return decode_labelled(videos, frames, size, endpoint_url, cache, window_seconds)
+        return decode_labelled(videos, frames, size, cache, window_seconds)
 
     train = decode(data.train)
     val = decode(data.val) if data.val else None
@@ -194,7 +190,7 @@ def write_report(out: str, config: ModelConfig, result: TrainResult,
     return directory
 
 
-def _register(request: TrainRequest, tracking: TrainingRun, uri: str, val_arrays,
+def _register(request: TrainRequest, tracking: TrackedRun, uri: str, val_arrays,
               evaluation: Evaluation | None, say) -> dict:
     """Log the model; with --register, version it and run the champion/challenger gate. An MLflow
     failure here is a warning: the checkpoint is already on disk."""
@@ -207,7 +203,7 @@ def _register(request: TrainRequest, tracking: TrainingRun, uri: str, val_arrays
         return {}
 
 
-def _register_and_gate(request: TrainRequest, tracking: TrainingRun, uri: str, val_arrays,
+def _register_and_gate(request: TrainRequest, tracking: TrackedRun, uri: str, val_arrays,
                        evaluation: Evaluation | None, say) -> dict:
     incumbent = champion_version(uri, request.register) if request.register else None
     version = tracking.log_model(os.path.abspath(request.out), request.register)
@@ -301,8 +297,8 @@ def _check_resumable(run: RunSpec, marker: dict, identity: dict) -> None:
                      f"choose another --name (or remove {run.storage_path}/{run.name}) to start afresh")
 
 
-def _read_marker(run: RunSpec, endpoint_url: str | None) -> dict:
-    fs, path = filesystem(_marker_path(run), endpoint_url)
+def _read_marker(run: RunSpec) -> dict:
+    fs, path = filesystem(_marker_path(run))
     try:
         with fs.open(path, "r") as handle:
             marker = json.load(handle)
@@ -311,9 +307,8 @@ def _read_marker(run: RunSpec, endpoint_url: str | None) -> dict:
     return marker if isinstance(marker, dict) else {}
 
 
-def _write_marker(run: RunSpec, run_id: str | None, identity: dict,
-                  endpoint_url: str | None) -> None:
-    fs, path = filesystem(_marker_path(run), endpoint_url)
+def _write_marker(run: RunSpec, run_id: str | None, identity: dict) -> None:
+    fs, path = filesystem(_marker_path(run))
     fs.makedirs(posixpath.dirname(path), exist_ok=True)
     with fs.open(path, "w") as handle:
         json.dump({"mlflow_run_id": run_id, "identity": identity, "written": time.time()}, handle)

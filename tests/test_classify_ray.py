@@ -4,6 +4,7 @@ real encoded videos, an in-process Ray, and a real two-node Ray cluster on loopb
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import duckdb
@@ -100,6 +101,19 @@ def test_error_threshold_fails_the_job_after_writing(ray_local, bad_videos, tmp_
     count = duckdb.sql(f"select count(*) from read_parquet('{tmp_path}/out/*.parquet') "
                        "where status = 'error' and error is not null").fetchall()[0][0]
     assert count == len(bad_videos)
+
+
+def test_classify_rerun_into_the_same_output_replaces_its_rows(ray_local, motion_corpus,
+                                                               checkpoint, tmp_path):
+    inputs = tmp_path / "in"
+    shutil.copytree(motion_corpus / "MoveLeft", inputs)
+    for _ in range(2):
+        assert vidpipe(["classify", str(inputs), str(tmp_path / "out"), "--model",
+                        str(checkpoint)]) == 0
+    counts = duckdb.sql(f"select count(*), count(distinct video_uri) from "
+                        f"read_parquet('{tmp_path}/out/*.parquet')").fetchall()[0]
+    assert counts == (12, 12)
+    assert not (tmp_path / "out" / "_staging").exists() or not any((tmp_path / "out" / "_staging").iterdir())
 
 
 def _arrow_fs(fs):

@@ -72,7 +72,7 @@ def main() -> None:
                          "best_val_accuracy": max(curve), "final_val_accuracy": curve[-1],
                          "wall_s": round(time.perf_counter() - started, 1), "curve": curve})
             print(json.dumps(rows[-1]), flush=True)
-    print(f"\n| workers | seed | left chance (epoch) | best val acc (kept) | last epoch val acc |")
+    print("\n| workers | seed | left chance (epoch) | best val acc (kept) | last epoch val acc |")
     print("|---:|---:|---:|---:|---:|")
     for row in rows:
         print(f"| {row['workers']} | {row['seed']} | {row['left_chance_epoch'] or 'never'} | "

@@ -1,0 +1,90 @@
+"""One listed video -> its segment records, or one error record; and clip bytes <-> arrays.
+
+The single place where a listed object is read and decoded, for every caller: classify and scan
+(inference.py) and the training clip loader (clips.py). A record has the SEGMENT_SCHEMA columns:
+the listing's video_uri/video_etag/video_bytes, the window (`segment`, start_s, end_s), what the
+decoded stream says (duration_s, fps, width, height), the clip as raw uint8 bytes of a
+[frames, size, size, 3] array (the same in-process and across Ray), and on failure `error` (the
+reason) with `retry`: True when storage failed (the object may read fine next time), False when
+the bytes are not a decodable video (final for that ETag).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+import pyarrow as pa
+
+from .frames import DEFAULT_TIMEOUT_S, VideoDecodeError, sample_segments
+from .storage import read_bytes
+
+SEGMENT_SCHEMA = pa.schema([
+    ("video_uri", pa.string()),
+    ("video_etag", pa.string()),
+    ("video_bytes", pa.int64()),
+    ("segment", pa.int32()),
+    ("start_s", pa.float64()),
+    ("end_s", pa.float64()),
+    ("duration_s", pa.float64()),
+    ("fps", pa.float64()),
+    ("width", pa.int32()),
+    ("height", pa.int32()),
+    ("clip", pa.binary()),
+    ("error", pa.string()),
+    ("retry", pa.bool_()),
+])
+
+
+def decode_video(video: dict, frames: int, size: int, window_seconds: float | None,
+                 data: bytes | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> list[dict]:
+    """A record per segment of one listed video (`video` has video_uri/video_etag/video_bytes),
+    or one error record. Reads the object unless `data` is given; never raises for one video."""
+    listed = {key: video[key] for key in ("video_uri", "video_etag", "video_bytes")}
+    try:
+        if data is None:
+            data = read_bytes(listed["video_uri"])
+        info, segments = sample_segments(data, num_frames=frames, size=(size, size),
+                                         window_seconds=window_seconds, timeout_s=timeout_s)
+    except VideoDecodeError as exc:
+        return [error_record(listed, str(exc), retry=False)]
+    except FileNotFoundError:  # gone since it was listed: the next listing says what happened
+        return [error_record(listed, "cannot read input: deleted since it was listed", retry=True)]
+    except Exception as exc:  # storage (network, throttling, permissions): worth another try later
+        return [error_record(listed, f"cannot read input: {type(exc).__name__}", retry=True)]
+    stream = {"duration_s": info.duration_s, "fps": info.fps, "width": info.width,
+              "height": info.height}
+    return [{**listed, "segment": seg.index, "start_s": seg.start_s, "end_s": seg.end_s, **stream,
+             "clip": seg.clip.tobytes(), "error": None, "retry": False}
+            for seg in segments]
+
+
+def error_record(video: dict, reason: str, retry: bool) -> dict:
+    return {**video, "segment": 0, "start_s": None, "end_s": None, "duration_s": None,
+            "fps": None, "width": None, "height": None, "clip": b"", "error": reason,
+            "retry": retry}
+
+
+def decode_batch(videos: pa.Table, frames: int, size: int, window_seconds: float | None
+                 ) -> Iterable[pa.Table]:
+    """Ray Data step: a batch of listed videos -> SEGMENT_SCHEMA tables, one per video (a long
+    video's clips never pile up with the next one's)."""
+    for video in videos.select(["video_uri", "video_etag", "video_bytes"]).to_pylist():
+        yield records_to_table(decode_video(video, frames, size, window_seconds))
+
+
+def records_to_table(records: list[dict]) -> pa.Table:
+    return pa.Table.from_pylist(records, schema=SEGMENT_SCHEMA)
+
+
+def clip_array(raw: bytes, frames: int, size: int) -> np.ndarray:
+    """A record's clip bytes -> uint8 [frames, size, size, 3]."""
+    return np.frombuffer(raw, np.uint8).reshape(frames, size, size, 3)
+
+
+def clip_arrays(raws: Iterable[bytes], frames: int, size: int) -> np.ndarray:
+    """Clip bytes -> uint8 [N, frames, size, size, 3]."""
+    clips = [clip_array(raw, frames, size) for raw in raws]
+    if not clips:
+        return np.zeros((0, frames, size, size, 3), np.uint8)
+    return np.stack(clips)

@@ -1,0 +1,500 @@
+"""`vidpipe scan`: incremental, exactly-once Parquet on a local folder and on S3 (moto on loopback),
+crash-safe under SIGKILL, one scan at a time, and surviving a lost worker node of a real cluster.
+
+Every exactly-once check reads the predictions the way the contract says a reader does:
+DuckDB's read_parquet('OUTPUT/predictions/**/*.parquet', hive_partitioning=true) (for S3, on a
+local mirror of the bucket's files, since DuckDB cannot reach S3 here).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import queue
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pytest
+import torch
+from fixtures.ray_cluster import JOB_EXCLUDES, last_json
+
+from pipeline import commit, lease, segments, storage
+from pipeline.cli import main as vidpipe
+from pipeline.models.checkpoint import ModelConfig, save_checkpoint
+from pipeline.rows import Lineage, error_row, rows_to_table
+from pipeline.scan import diff_uri_rows, state_rows, tvd
+from pipeline.synthetic import make_corpus
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASSES = ("MoveDown", "MoveLeft", "MoveRight", "MoveUp")
+READER_GLOB = "predictions/**/*.parquet"
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    torch.manual_seed(5)
+    config = ModelConfig("cnn3d_gru32", CLASSES, frames=8, size=32)
+    path = tmp_path_factory.mktemp("scan-model") / "model.pt"
+    save_checkpoint(config.build(), config, path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory, bad_videos) -> list[Path]:
+    """Twelve small synthetic videos (distinct bytes) and one undecodable file, last."""
+    root = tmp_path_factory.mktemp("scan-videos")
+    make_corpus(str(root), per_class=3, groups=1, seed=21)
+    return sorted(root.glob("*/*.mp4")) + [bad_videos["text"]]
+
+
+def _run(args: list[str]) -> tuple[int, dict | None, str]:
+    """An in-process `vidpipe` call: (exit code, its --json record, its stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = vidpipe(args)
+    lines = [line for line in out.getvalue().splitlines() if line.startswith("{")]
+    return code, (json.loads(lines[-1]) if lines else None), err.getvalue()
+
+
+def reader_rows(output: Path) -> list[dict]:
+    """What a reader of the contract's glob sees."""
+    if not list(output.glob(READER_GLOB)):
+        return []
+    result = duckdb.sql(f"select * from read_parquet('{output}/{READER_GLOB}', hive_partitioning=true)")
+    return [dict(zip(result.columns, row)) for row in result.fetchall()]
+
+
+def assert_exactly_once(rows: list[dict]) -> None:
+    keys = [(r["video_uri"], r["video_etag"], r["model_version"], r["segment"]) for r in rows]
+    assert len(keys) == len(set(keys)), "a (video_uri, video_etag, model_version, segment) twice"
+
+
+def assert_complete(rows: list[dict]) -> None:
+    """Every video's segments are 0..n-1 (an error video: its one row), none missing."""
+    segments_of: dict = {}
+    for row in rows:
+        segments_of.setdefault((row["video_uri"], row["video_etag"]), []).append(row["segment"])
+    for key, found in segments_of.items():
+        assert sorted(found) == list(range(len(found))), f"{key} has segments {sorted(found)}"
+
+
+def listed(archive: Path) -> set[tuple[str, str]]:
+    return {(v.uri, v.etag) for v in storage.list_videos(str(archive))}
+
+
+# --- pure parts: no Ray ---------------------------------------------------------------------------
+
+
+def test_fingerprint_is_the_same_in_every_time_zone(tmp_path):
+    video = tmp_path / "clip.mp4"
+    video.write_bytes(b"\0" * 1000)
+    os.utime(video, (1_700_000_000.25, 1_700_000_000.25))
+    script = "import sys; from pipeline.storage import fingerprint; print(fingerprint(sys.argv[1]))"
+    prints = {}
+    for zone in ("UTC", "Asia/Tokyo", "America/Los_Angeles"):
+        done = subprocess.run([sys.executable, "-c", script, str(video)], capture_output=True,
+                              text=True, check=True, cwd=ROOT,
+                              env={**os.environ, "TZ": zone, "PYTHONPATH": str(ROOT)})
+        prints[zone] = done.stdout.strip()
+    assert prints["UTC"].startswith("fp-") and len(set(prints.values())) == 1, prints
+
+
+def test_the_s3_endpoint_is_one_setting_that_ray_workers_receive(monkeypatch):
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    monkeypatch.setattr(storage, "_endpoint_url", None)
+    assert storage.endpoint_url() is None and storage.worker_env() == {}
+    storage.configure(endpoint_url="http://minio.local:9000")
+    fs, path = storage.filesystem("s3://bucket/key.mp4")
+    assert fs.endpoint_url == "http://minio.local:9000" and path == "bucket/key.mp4"
+    assert storage.worker_env() == {"AWS_ENDPOINT_URL": "http://minio.local:9000"}
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://minio.local:9000")
+    assert storage.worker_env() == {}  # the job's environment has it already
+
+
+def _state(uri, etag, status, run, model="v1"):
+    return {"video_uri": uri, "video_etag": etag, "video_bytes": 1, "model_version": model,
+            "status": status, "run_id": run}
+
+
+def _listing(uri, etag):
+    return {"video_uri": uri, "video_etag": etag, "video_bytes": 1, "model_version": None,
+            "status": None, "run_id": None}
+
+
+def test_diff_decides_what_is_processed_recorded_or_left_alone():
+    rows = [
+        _listing("new", "a"),
+        _listing("same", "a"), _state("same", "a", "ok", "r1"),
+        _listing("bad", "a"), _state("bad", "a", "error", "r1"),  # undecodable: not retried
+        _listing("over", "b"), _state("over", "a", "ok", "r1"),  # overwritten: new ETag
+        _state("gone", "a", "ok", "r1"),  # deleted from the archive
+        _state("gone-before", "a", "ok", "r1"), _state("gone-before", "a", "deleted", "r2"),
+        _listing("back", "a"), _state("back", "a", "ok", "r1"), _state("back", "a", "deleted", "r2"),
+        _listing("old-model", "a"), _state("old-model", "a", "ok", "r1", model="v0"),
+    ]
+    plan, unchanged = diff_uri_rows(rows, "v1", reprocess=False)
+    changes = {row["video_uri"]: row["change"] for row in plan}
+    assert changes == {"new": "new", "over": "changed", "gone": "deleted", "back": "restored"}
+    assert unchanged == 3  # same, bad, old-model (done by another model version)
+    plan, unchanged = diff_uri_rows(rows, "v1", reprocess=True)
+    assert {row["video_uri"]: row["change"] for row in plan}["old-model"] == "reprocess"
+    assert unchanged == 2
+    assert tvd({"a": 0.5, "b": 0.5}, {"a": 0.5, "b": 0.5}) == 0
+    assert tvd({"a": 1.0}, {"b": 1.0}) == 1
+    assert tvd({"a": 0.75, "b": 0.25}, {"a": 0.25, "b": 0.75}) == pytest.approx(0.5)
+
+
+def test_a_storage_failure_is_tried_again_next_night_not_recorded(tmp_path, monkeypatch):
+    def unreachable(uri):
+        raise ConnectionError("endpoint unreachable")
+
+    video = {"video_uri": "s3://archive/a.mp4", "video_etag": "e1", "video_bytes": 10}
+    monkeypatch.setattr(segments, "read_bytes", unreachable)
+    [record] = segments.decode_video(video, 8, 32, None)
+    assert record["retry"] and record["error"] == "cannot read input: ConnectionError"
+    undecodable = segments.decode_video({**video, "video_uri": "s3://archive/b.mp4"}, 8, 32, None,
+                                        data=b"not a video")
+    assert not undecodable[0]["retry"]
+
+    lineage = Lineage("m", "v1")
+    batch = rows_to_table([error_row(r, r["error"], lineage) for r in [record, *undecodable]])
+    batch = batch.append_column("retry", pa.array([True, False]))
+    [manifest] = commit.write_staged(batch, str(tmp_path / "staging"), keep_retry=False,
+                                     state_rows=lambda rows: state_rows(rows, "r1")).to_pylist()
+    assert (manifest["retry_videos"], manifest["error_videos"], manifest["rows"]) == (1, 1, 1)
+    state = duckdb.sql(f"select video_uri, status from read_parquet('{manifest['state_file']}')").fetchall()
+    assert state == [("s3://archive/b.mp4", "error")]  # the unreachable one has no state: new again
+    plan, _ = diff_uri_rows([_listing("s3://archive/a.mp4", "e1")], "v1", reprocess=False)
+    assert plan[0]["change"] == "new"
+
+
+def test_listing_streams_disjoint_units_in_blocks(tmp_path):
+    for folder in ("a", "b/c", "b/d"):
+        (tmp_path / folder).mkdir(parents=True)
+    for i in range(250):
+        (tmp_path / "a" / f"{i:03d}.mp4").write_bytes(b"x")
+    for name in ("top.mp4", "b/c/one.mkv", "b/d/two.MOV", "b/notes.txt"):
+        (tmp_path / name).write_bytes(b"x")
+    units = storage.listing_units(str(tmp_path), wanted=4)
+    tables = [table for prefix, recursive in units
+              for table in storage.list_prefix(prefix, recursive)]
+    assert all(table.num_rows <= storage.LISTING_BLOCK_ROWS for table in tables)
+    uris = [uri for table in tables for uri in table["video_uri"].to_pylist()]
+    assert sorted(uris) == sorted(v.uri for v in storage.list_videos(str(tmp_path)))
+    assert len(uris) == 253 and len(set(uris)) == 253
+
+
+@pytest.fixture(params=["local", "s3"])
+def lease_output(request, tmp_path, s3fs_client):
+    if request.param == "local":
+        return str(tmp_path / "out")
+    s3fs_client.mkdir("leases")
+    return f"s3://leases/{tmp_path.name}"
+
+
+def test_one_lease_at_a_time_and_a_stale_one_is_taken_over(lease_output):
+    first = lease.Lease(lease_output, "run-1", seconds=60)
+    first.acquire()
+    with pytest.raises(lease.LeaseHeld, match="is being scanned by run run-1 .* try again later"):
+        lease.Lease(lease_output, "run-2", seconds=60).acquire()
+    first.renew()
+
+    # A holder on another host that stopped renewing: stale once its lease expires.
+    uri = storage.join(lease_output, lease.LEASE_FILE)
+    body = storage.read_json(uri)
+    storage.write_json(uri, {**body, "host": "elsewhere", "expires_at": time.time() - 1})
+    second = lease.Lease(lease_output, "run-2", seconds=60)
+    second.acquire()
+    with pytest.raises(lease.LeaseLost):  # the old holder learns it lost the lease
+        first.renew()
+
+    # A holder on this host whose process is gone: stale at once, whatever its expiry.
+    storage.write_json(uri, {**storage.read_json(uri), "pid": 2 ** 22 + 7})
+    third = lease.Lease(lease_output, "run-3", seconds=60)
+    third.acquire()
+    third.release()
+    fourth = lease.Lease(lease_output, "run-4", seconds=60)
+    fourth.acquire()  # released: free
+    fourth.release()
+
+
+# --- scans with the session's Ray ---------------------------------------------------------------
+
+
+def _place(archive: Path, name: str, source: Path, mtime: float | None = None) -> None:
+    target = archive / name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    if mtime is not None:
+        os.utime(target, (mtime, mtime))
+
+
+@pytest.mark.slow
+def test_incremental_scans_process_each_version_once(ray_local, videos, checkpoint, tmp_path):
+    archive, output = tmp_path / "archive", tmp_path / "out"
+    mlflow_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    for i, video in enumerate(videos[:6]):
+        _place(archive, f"{'ab'[i % 2]}/v{i}.mp4", video)
+    _place(archive, "broken.mp4", videos[-1])  # undecodable
+    base = ["scan", str(archive), str(output), "--model", str(checkpoint), "--window-seconds", "1",
+            "--mlflow-uri", mlflow_uri, "--rows-per-file", "10", "--json"]
+
+    code, first, err = _run(base + ["--date", "2026-11-30"])
+    assert code == 0, err[-3000:]
+    assert (first["listed"], first["new"], first["processed"], first["errors"]) == (7, 7, 7, 1)
+    rows = reader_rows(output)
+    assert_exactly_once(rows)
+    assert_complete(rows)
+    assert {(r["video_uri"], r["video_etag"]) for r in rows} == listed(archive)
+    assert len(rows) == first["segments"] + 1 > 7  # windows of 1 s: several segments per video
+    assert {str(r["scan_date"]) for r in rows} == {"2026-11-30"}
+    assert sum(c["segments"] for c in first["classes"].values()) == first["segments"]
+
+    code, second, err = _run(base + ["--date", "2026-12-01"])
+    assert code == 0, err[-3000:]
+    assert (second["processed"], second["unchanged"], second["errors"]) == (0, 7, 0)
+    assert second["files"] == [] and len(reader_rows(output)) == len(rows)  # no rows, no retry
+
+    overwritten = archive / "a/v0.mp4"
+    _place(archive, "a/v0.mp4", videos[6], mtime=time.time() + 5)
+    _place(archive, "a/new1.mp4", videos[7])
+    _place(archive, "c/new2.mp4", videos[8])
+    (archive / "b/v1.mp4").unlink()
+    code, third, err = _run(base + ["--date", "2026-12-02"])
+    assert code == 0, err[-3000:]
+    assert {k: third[k] for k in ("new", "changed", "deleted", "processed", "unchanged")} == \
+        {"new": 2, "changed": 1, "deleted": 1, "processed": 3, "unchanged": 5}
+    rows = reader_rows(output)
+    assert_exactly_once(rows)
+    assert_complete(rows)
+    latest = {r["video_uri"] for r in rows if str(r["scan_date"]) == "2026-12-02"}
+    assert latest == {f"file://{archive}/{name}" for name in ("a/v0.mp4", "a/new1.mp4", "c/new2.mp4")}
+    assert len({r["video_etag"] for r in rows if r["video_uri"] == f"file://{overwritten}"}) == 2
+    assert listed(archive) <= {(r["video_uri"], r["video_etag"]) for r in rows}
+    assert third["drift_tvd"] is not None and third["drift_against"] == first["run_id"]
+
+    runs = sorted(p.name for p in (output / "_runs").iterdir())
+    code, dry, err = _run(base + ["--dry-run"])
+    assert code == 0, err[-3000:]
+    assert (dry["dry_run"], dry["unchanged"], dry["new"], dry["processed"]) == (True, 8, 0, 0)
+    assert sorted(p.name for p in (output / "_runs").iterdir()) == runs  # a dry run writes nothing
+    assert not (output / "_staging").exists() or not any((output / "_staging").iterdir())
+
+    from mlflow import MlflowClient
+
+    tracked = MlflowClient(tracking_uri=mlflow_uri).get_run(third["mlflow_run_id"])
+    assert tracked.info.status == "FINISHED"
+    assert tracked.data.metrics["processed"] == 3 and tracked.data.metrics["deleted"] == 1
+    assert tracked.data.params["model_version"] == third["model_version"]
+    record = json.loads((output / "_runs" / f"{third['run_id']}.json").read_text())
+    assert record["processed"] == 3 and record["videos_per_s"] > 0
+
+
+# --- killed scans: subprocesses in their own process group ------------------------------------
+
+
+def start_scan(args: list[str], pause_at: str | None = None) -> subprocess.Popen:
+    """`vidpipe scan ...` in a session of its own (the driver, the Ray it starts, its workers), stopping
+    at `pause_at` (see commit.pause_for_tests) so that the test can kill it right there."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("RAY_ADDRESS", None)
+    if pause_at:
+        env.update(VIDPIPE_TEST_PAUSE_AT=pause_at, VIDPIPE_TEST_PAUSE_S="120")
+    process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "scan", *args], env=env,
+                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               text=True, start_new_session=True)
+    return follow(process, process.stderr)
+
+
+def follow(process: subprocess.Popen, stream) -> subprocess.Popen:
+    """Collect `stream`'s lines in the background (process.seen), so that the test can wait for
+    one without ever blocking the process on a full pipe."""
+    process.seen, process.lines = [], queue.Queue()
+
+    def pump():
+        for line in stream:
+            process.seen.append(line)
+            process.lines.put(line)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return process
+
+
+def wait_for_line(process: subprocess.Popen, text: str, timeout: float = 300,
+                  where=lambda line: True) -> str:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            line = process.lines.get(timeout=1)
+            if text in line and where(line):
+                return line
+        except queue.Empty:
+            if process.poll() is not None:
+                break
+    process.kill()
+    raise AssertionError(f"never saw {text!r}; output ended with:\n{''.join(process.seen[-40:])}")
+
+
+def session_pids(process: subprocess.Popen) -> list[int]:
+    """Every process of the session `process` leads: itself, the Ray it started and that Ray's
+    workers (which lead process groups of their own)."""
+    found = subprocess.run(["pgrep", "-s", str(process.pid)], capture_output=True, text=True)
+    return [int(pid) for pid in found.stdout.split()]
+
+
+def kill_all(process: subprocess.Popen) -> None:
+    """SIGKILL the process and everything it started, at once (a lost machine, a killed pod)."""
+    for pid in session_pids(process):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    process.wait()
+
+
+def mirror(s3fs_client, prefix: str, local: Path) -> Path:
+    """A local copy of OUTPUT's objects, for DuckDB (whose S3 support cannot load here)."""
+    s3fs_client.invalidate_cache()
+    shutil.rmtree(local, ignore_errors=True)
+    for key in s3fs_client.find(prefix):
+        target = local / key[len(prefix) + 1:]
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(s3fs_client.cat_file(key))
+    return local
+
+
+@pytest.mark.slow
+def test_killed_scans_then_a_rerun_leave_every_row_exactly_once_on_s3(
+        ray_local, s3_endpoint, s3fs_client, videos, checkpoint, tmp_path):
+    bucket = f"scan-{int(time.time())}"
+    s3fs_client.mkdir(bucket)
+    for i, video in enumerate(videos[:6]):
+        s3fs_client.pipe(f"{bucket}/archive/{'xy'[i % 2]}/v{i}.mp4", video.read_bytes())
+    s3fs_client.pipe(f"{bucket}/archive/broken.mp4", videos[-1].read_bytes())
+    archive, output = f"s3://{bucket}/archive", f"s3://{bucket}/out"
+    args = [archive, output, "--model", str(checkpoint), "--window-seconds", "1",
+            "--rows-per-file", "6", "--mlflow-uri", f"sqlite:///{tmp_path / 'mlflow.db'}",
+            "--s3-endpoint-url", s3_endpoint]
+
+    # Killed while decoding, then while writing staged files: nothing reaches the reader's glob.
+    for moment in ("decoding", "writing"):
+        scan = start_scan(args, pause_at=moment)
+        wait_for_line(scan, f"paused at {moment}")
+        kill_all(scan)
+        s3fs_client.invalidate_cache()
+        assert not s3fs_client.glob(f"{bucket}/out/predictions/**"), moment
+        assert s3fs_client.glob(f"{bucket}/out/_staging/*"), moment  # left for the next run
+
+    # Killed between data and commit: its intent is written, one file published, no record.
+    scan = start_scan(args, pause_at="mid_publish")
+    wait_for_line(scan, "paused at mid_publish")
+    kill_all(scan)
+    s3fs_client.invalidate_cache()
+    runs = s3fs_client.ls(f"{bucket}/out/_runs")
+    assert [name for name in runs if name.endswith(".intent.json")] and \
+        not [name for name in runs if name.endswith(".json") and ".intent" not in name]
+    crashed = reader_rows(mirror(s3fs_client, f"{bucket}/out", tmp_path / "seen-while-crashed"))
+    assert crashed, "one published file of the crashed run is visible"
+    assert_exactly_once(crashed)  # a subset: rows missing, none twice
+
+    # The next night: one more video; the run finishes the crashed one and processes only the new.
+    s3fs_client.pipe(f"{bucket}/archive/y/late.mp4", videos[7].read_bytes())
+    code, record, err = _run(["scan", *args, "--json"])
+    assert code == 0, err[-3000:]
+    assert len(record["recovered"]) == 1 and record["new"] == 1 and record["processed"] == 1
+    rows = reader_rows(mirror(s3fs_client, f"{bucket}/out", tmp_path / "after"))
+    assert_exactly_once(rows)
+    assert_complete(rows)
+    assert {(r["video_uri"], r["video_etag"]) for r in rows} == \
+        {(v.uri, v.etag) for v in storage.list_videos(archive)}
+    s3fs_client.invalidate_cache()
+    assert not s3fs_client.glob(f"{bucket}/out/_staging/*")
+    records = commit.committed_records(output)
+    assert len(records) == 2 and records[0]["recovered_by"] == record["run_id"]
+    assert not s3fs_client.exists(f"{bucket}/out/{lease.LEASE_FILE}")  # released
+
+
+@pytest.mark.slow
+def test_a_second_scan_is_refused_and_a_killed_scan_does_not_block_the_next(
+        ray_local, videos, checkpoint, tmp_path):
+    archive, output = tmp_path / "archive", tmp_path / "out"
+    for i, video in enumerate(videos[:3]):
+        _place(archive, f"v{i}.mp4", video)
+    args = [str(archive), str(output), "--model", str(checkpoint),
+            "--mlflow-uri", f"sqlite:///{tmp_path / 'mlflow.db'}"]
+    running = start_scan(args, pause_at="decoding")
+    try:
+        wait_for_line(running, "paused at decoding")  # it holds the lease
+        code, _, err = _run(["scan", *args])
+        assert code == 1
+        assert err.count("\n") == 1 and "Traceback" not in err
+        assert err.startswith("vidpipe: error: ") and "is being scanned by run" in err
+    finally:
+        kill_all(running)  # killed holding the lease, which would not expire for 300 s
+    code, record, err = _run(["scan", *args, "--json"])
+    assert code == 0, err[-3000:]
+    assert record["processed"] == 3
+    assert_exactly_once(reader_rows(output))
+
+
+@pytest.mark.slow
+def test_a_worker_node_killed_mid_scan_costs_no_video(ray_cluster, videos, checkpoint, tmp_path):
+    archive, output = tmp_path / "archive", tmp_path / "out"
+    for i in range(24):
+        _place(archive, f"{'pqr'[i % 3]}/v{i}.mp4", videos[i % 12])
+    ray = str(Path(sys.executable).parent / "ray")
+    gcs = f"127.0.0.1:{ray_cluster.env['VIDPIPE_GCS_PORT']}"
+    # A third node, in a session of its own so that it can be killed whole.
+    node = subprocess.Popen([ray, "start", "--address", gcs, "--node-ip-address", "127.0.0.1",
+                             "--num-cpus", "2", "--block", "--disable-usage-stats"],
+                            env=ray_cluster.env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    pause = {"VIDPIPE_TEST_PAUSE_AT": "decoding", "VIDPIPE_TEST_PAUSE_S": "8"}
+    job = subprocess.Popen(
+        [ray, "job", "submit", "--address", ray_cluster.dashboard, "--working-dir", str(ROOT),
+         "--runtime-env-json", json.dumps({"excludes": JOB_EXCLUDES, "env_vars": pause}),
+         "--", sys.executable, "jobs/nightly_scan.py", str(archive), str(output), "--model",
+         str(checkpoint), "--mlflow-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--json"],
+        env=ray_cluster.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    follow(job, job.stdout)
+
+    def on_that_node(line: str) -> bool:  # Ray prefixes a worker's forwarded output with its pid
+        match = re.search(r"pid=(\d+)", line)
+        return bool(match) and int(match[1]) in session_pids(node)
+
+    try:
+        # Killed while one of its workers is in the middle of decoding.
+        wait_for_line(job, "paused at decoding", timeout=600, where=on_that_node)
+        kill_all(node)
+        assert job.wait(timeout=900) == 0, "".join(job.seen[-60:])
+    finally:
+        if node.poll() is None:
+            kill_all(node)
+        if job.poll() is None:
+            job.kill()
+    time.sleep(0.5)  # the pump thread has read everything once the process has exited
+    record = last_json("".join(job.seen))
+    assert record["listed"] == record["new"] == record["processed"] == 24
+    assert record["retry"] == 0 and record["errors"] == 0
+    assert len(record["nodes"]) == 3  # the killed node had work too
+    rows = reader_rows(output)
+    assert_exactly_once(rows)
+    assert_complete(rows)
+    assert {(r["video_uri"], r["video_etag"]) for r in rows} == listed(archive)
+
+
+def test_scan_usage_errors_are_one_line(ray_local, checkpoint, tmp_path):
+    code, _, err = _run(["scan", str(tmp_path), str(tmp_path / "out"), "--model", str(checkpoint),
+                         "--date", "2026-13-01"])
+    assert code == 2 and "not a date" in err and err.count("\n") == 1
+    code, _, err = _run(["scan", str(tmp_path / "missing"), str(tmp_path / "out"), "--model",
+                         str(checkpoint), "--dry-run"])
+    assert code == 1 and err.startswith("vidpipe: error: no videos found under") and "Traceback" not in err
