@@ -44,12 +44,10 @@ class TrainSettings:
     # about fan_in * lr: a weight matrix with a larger fan-in than this learns at lr * this / fan_in.
     fan_in_reference: int = 512
     seed: int = 0
-    # Strong on purpose: on content never seen in training (the content-split check) crops of
-    # 0.6-1 and jitter of 0.2 left one seed in three at 0.87 validation accuracy, these at 0.96.
-    crop_scale: float = 0.35  # random resized crops keep between this share of the area and all of it
-    brightness: float = 0.4  # photometric jitter: factors drawn from [1 - x, 1 + x] per clip
-    contrast: float = 0.4
-    saturation: float = 0.4
+    crop_scale: float = 0.6  # random resized crops keep between this share of the area and all of it
+    brightness: float = 0.2  # photometric jitter: factors drawn from [1 - x, 1 + x] per clip
+    contrast: float = 0.2
+    saturation: float = 0.2
 
 
 @dataclass

@@ -17,12 +17,12 @@ from torch import nn
 from .backbones import BACKBONES
 from .heads import HEADS, build_head
 
-DEFAULT_ARCH = "cnn3dbn_gru"
+DEFAULT_ARCH = "cnn3dgn_gru"
 PAPER_ARCH = "cnn3d_gru"
 TOP_K = 5  # predictions keep the k most likely classes (k <= number of classes)
 # Short names used by the paper and by our CLI defaults.
 ALIASES = {"cnn3d_gru": "cnn3d_gru128", "cnn3d_lstm": "cnn3d_lstm128", "cnn3d": "cnn3d_none",
-           "cnn3dbn_gru": "cnn3dbn_gru128"}
+           "cnn3dbn_gru": "cnn3dbn_gru128", "cnn3dgn_gru": "cnn3dgn_gru128"}
 
 
 # Input centring lives in the model (as buffers, not parameters) so that no caller can pair the

@@ -42,7 +42,7 @@ class Cnn3d(nn.Module):
 
 
 class Cnn3dBn(Cnn3d):
-    """The paper's 3D CNN with BatchNorm3d between each convolution and its ReLU."""
+    """The paper's 3D CNN with a normalisation between each convolution and its ReLU."""
 
     def __init__(self, dropout: float = 0.25):
         super().__init__(dropout)
@@ -51,7 +51,20 @@ class Cnn3dBn(Cnn3d):
             # The convolution's bias is redundant before a normalisation: drop it.
             setattr(self, f"conv{index}", nn.Sequential(
                 nn.Conv3d(conv.in_channels, width, kernel_size=3, padding=1, bias=False),
-                nn.BatchNorm3d(width)))
+                self.norm(width)))
+
+    @staticmethod
+    def norm(channels: int) -> nn.Module:
+        return nn.BatchNorm3d(channels)
+
+
+class Cnn3dGn(Cnn3dBn):
+    """The same with GroupNorm (8 groups): statistics of each clip alone, so training and
+    inference normalise alike whatever the batch, the number of workers or the content."""
+
+    @staticmethod
+    def norm(channels: int) -> nn.Module:
+        return nn.GroupNorm(8, channels)
 
 
 class Cnn2d(nn.Module):
@@ -79,4 +92,4 @@ class Cnn2d(nn.Module):
         return frames, WIDTHS[-1] * s * s
 
 
-BACKBONES = {"cnn3d": Cnn3d, "cnn3dbn": Cnn3dBn, "cnn2d": Cnn2d}
+BACKBONES = {"cnn3d": Cnn3d, "cnn3dbn": Cnn3dBn, "cnn3dgn": Cnn3dGn, "cnn2d": Cnn2d}
