@@ -78,3 +78,16 @@ def test_loading_never_unpickles_arbitrary_objects(tmp_path):
     torch.save({"weights": torch.zeros(1)}, tmp_path / "foreign.pt")
     with pytest.raises(CheckpointError, match="not a vidpipe checkpoint"):
         load_checkpoint(tmp_path / "foreign.pt")
+
+
+def test_our_variants_normalise_each_convolution_and_keep_the_paper_shapes():
+    import torch
+    from torch import nn
+
+    for arch, norm in (("cnn3dgn_gru", nn.GroupNorm), ("cnn3dbn_gru", nn.BatchNorm3d)):
+        model = build_model(arch, 4, frames=20, size=64).eval()
+        norms = [m for m in model.backbone.modules() if isinstance(m, norm)]
+        assert [m.num_channels if norm is nn.GroupNorm else m.num_features for m in norms] == [16, 32, 64]
+        # 112 more parameters than the paper's model (scale and shift per channel, no conv bias)
+        assert count_parameters(model) == count_parameters(build_model("cnn3d_gru", 4)) + 112
+        assert model(torch.rand(2, 3, 20, 64, 64)).shape == (2, 4)

@@ -30,7 +30,7 @@ def test_learning_rate_warms_up_scales_with_the_global_batch_and_decays_to_zero(
 
 
 def test_weight_matrices_with_a_large_fan_in_learn_slower():
-    model = build_model("cnn3dbn_gru128", 7)
+    model = build_model("cnn3dgn_gru128", 7)
     optimizer = build_optimizer(model, TrainSettings())
     scales = {id(group["params"][0]): group["lr_scale"] for group in optimizer.param_groups}
     gru = model.head.rnns[0]

@@ -1,9 +1,9 @@
 """The paper's model family: a backbone (cnn3d, cnn2d) composed with a temporal head, by name.
 
 `build_model("cnn3d_gru128", num_classes)` reads as backbone `cnn3d` + head `gru128`; `cnn3d_gru`
-is the paper's model, parameter for parameter. `cnn3dbn_gru` (the paper's model with batch
-normalisation) is our improved variant and the default of `vidpipe train`: see the ablation in
-README.md. Input [B, 3, T, H, W] float in [0, 1]; output logits.
+is the paper's model, parameter for parameter. `cnn3dgn_gru` (the paper's model with group
+normalisation after each convolution) is our improved variant and the default of `vidpipe train`;
+`cnn3dbn_gru` is the same with batch normalisation. See "Training recipe" in README.md. Input [B, 3, T, H, W] float in [0, 1]; output logits.
 """
 
 from __future__ import annotations

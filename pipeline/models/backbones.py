@@ -1,9 +1,9 @@
 """Spatial(-temporal) feature extractors: clip [B, 3, T, H, W] -> sequence [B, T', F].
 
 `cnn3d` is the paper's homogeneous 3D CNN (three 3x3x3 conv blocks, 2x2x2 pools, dropout after the
-first block). `cnn3dbn` is the same with batch normalisation after each convolution (our improved
-variant, not in the paper): it keeps the features that reach the temporal head at unit scale, so
-they neither die (all-zero ReLUs) nor drift while the head learns. `cnn2d` applies a 2D CNN of the same widths to each frame independently, so any
+first block). `cnn3dgn` and `cnn3dbn` are the same with group or batch normalisation after each
+convolution (our variants, not in the paper): they keep the features that reach the temporal head
+at unit scale, so they neither die (all-zero ReLUs) nor drift while the head learns. `cnn2d` applies a 2D CNN of the same widths to each frame independently, so any
 temporal modelling is left to the head.
 """
 
