@@ -3,7 +3,8 @@ the record of which nodes a job's tasks ran on.
 
 Ray 2.60 clusters started with `ray start` use token authentication; clients need
 RAY_AUTH_MODE=token (the token is read from ~/.ray/auth_token), which we set when joining a cluster.
-The job's workers get this process's storage settings (storage.worker_env) as runtime_env variables.
+The job's workers get this process's storage settings (storage.worker_env) and test hooks
+(faults.worker_env) as runtime_env variables.
 """
 
 from __future__ import annotations
@@ -15,12 +16,16 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     """Initialise Ray once per process. `address`: None (or RAY_ADDRESS) as documented above."""
     import ray
 
-    from .storage import worker_env
+    from . import faults, storage
 
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
-    env = worker_env()
+    # What workers need from this process's environment; a submitted job's own runtime_env
+    # already carries what it sets (and Ray refuses the same variable from both).
+    given = _submitted_job_env_vars()
+    env = {name: value for name, value in {**storage.worker_env(), **faults.worker_env()}.items()
+           if name not in given}
     runtime_env = {"env_vars": env} if env else None
     if address:
         os.environ.setdefault("RAY_AUTH_MODE", "token")
@@ -29,6 +34,16 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         # "local" explicitly: a bare ray.init() would join any cluster `ray start` left on this machine.
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=True,
                  runtime_env=runtime_env)
+
+
+def _submitted_job_env_vars() -> dict:
+    """The env_vars of the runtime_env this driver was submitted with (`ray job submit`), if any."""
+    import json
+
+    injected = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    if not injected:
+        return {}
+    return (json.loads(injected).get("runtime_env") or {}).get("env_vars") or {}
 
 
 def cluster_has_gpus() -> bool:
