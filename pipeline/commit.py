@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from . import storage
+from . import faults, storage
 from .rows import PREDICTION_SCHEMA
 
 STAGING = "_staging"
@@ -92,7 +92,7 @@ def write_staged(rows: pa.Table, staging: str, keep_retry: bool,
         name = f"part-{_keys_hash(written)}.parquet"
         summary["data_file"] = storage.join(staging, "data", name)
         _write_parquet(written, summary["data_file"])
-        pause_for_tests("writing")
+        faults.pause("writing")
         if state_rows is not None:
             summary["state_file"] = storage.join(staging, "state", name)
             _write_parquet(state_rows(written), summary["state_file"])
@@ -125,7 +125,7 @@ def commit(output: str, run_id: str, files: Iterable[tuple[str, str]], record: d
     intent = {"run_id": run_id, "files": [list(pair) for pair in files],
               "replaces": list(replaces), "record": record}
     storage.write_json(intent_uri(output, run_id), intent)
-    pause_for_tests("after_intent")
+    faults.pause("after_intent")
     return _finish(output, intent)
 
 
@@ -165,7 +165,7 @@ def _finish(output: str, intent: dict) -> dict:
     run_id, files = intent["run_id"], intent["files"]
     if files:
         _publish(*files[0])
-        pause_for_tests("mid_publish")
+        faults.pause("mid_publish")
         with ThreadPoolExecutor(max_workers=16) as pool:
             list(pool.map(lambda pair: _publish(*pair), files[1:]))
     for uri in intent["replaces"]:
@@ -189,22 +189,3 @@ def _publish(source: str, target: str) -> None:
         fs, path = storage.filesystem(target)
         if not fs.exists(path):
             raise
-
-
-def pause_for_tests(moment: str) -> None:
-    """VIDPIPE_TEST_PAUSE_AT=<moment>: say so on stderr and stop here for VIDPIPE_TEST_PAUSE_S
-    seconds (default 60), once per process, so that a test can SIGKILL a run at a moment too
-    short to hit by timing (decoding, writing, before_commit, after_intent, mid_publish). Unset,
-    as everywhere outside the tests: nothing happens."""
-    import os
-    import sys
-    import time
-
-    if os.environ.get("VIDPIPE_TEST_PAUSE_AT") != moment or moment in _paused:
-        return
-    _paused.add(moment)
-    print(f"vidpipe test hook: paused at {moment}", file=sys.stderr, flush=True)
-    time.sleep(float(os.environ.get("VIDPIPE_TEST_PAUSE_S", "60")))
-
-
-_paused: set[str] = set()

@@ -22,7 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from . import commit, storage
+from . import commit, faults, storage
 from .model_store import LoadedModel, load_model
 from .models import predict_probs
 from .rows import error_row, prediction_row, rows_to_table
@@ -156,7 +156,7 @@ def _decode(videos: pa.Table, frames: int, size: int, window_seconds: float | No
     from .ray_runtime import report_node
 
     report_node(nodes)
-    commit.pause_for_tests("decoding")
+    faults.pause("decoding")
     yield from decode_batch(videos, frames, size, window_seconds)
 
 

@@ -4,7 +4,8 @@ reaches the terminal: errors only by default, Ray's INFO logs with `--verbose`.
 
 Ray 2.60 clusters started with `ray start` use token authentication; clients need
 RAY_AUTH_MODE=token (the token is read from ~/.ray/auth_token), which we set when joining a cluster.
-The job's workers get this process's storage settings (storage.worker_env) as runtime_env variables.
+The job's workers get this process's storage settings (storage.worker_env) and test hooks
+(faults.worker_env) as runtime_env variables.
 """
 
 from __future__ import annotations
@@ -40,12 +41,16 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     import ray
     import ray.data
 
-    from .storage import worker_env
+    from . import faults, storage
 
     if ray.is_initialized():
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
-    env = worker_env()
+    # What workers need from this process's environment; a submitted job's own runtime_env
+    # already carries what it sets (and Ray refuses the same variable from both).
+    given = _submitted_job_env_vars()
+    env = {name: value for name, value in {**storage.worker_env(), **faults.worker_env()}.items()
+           if name not in given}
     options = {"log_to_driver": True, "runtime_env": {"env_vars": env} if env else None,
                # Workers' Python logs (forwarded to this terminal) at the driver's level.
                "logging_config": ray.LoggingConfig(log_level="INFO" if _verbose else "ERROR")}
@@ -56,6 +61,16 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         # "local" explicitly: a bare ray.init() would join any cluster `ray start` left on this machine.
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **options)
     _set_levels()  # importing ray.data re-applies its own logging configuration
+
+
+def _submitted_job_env_vars() -> dict:
+    """The env_vars of the runtime_env this driver was submitted with (`ray job submit`), if any."""
+    import json
+
+    injected = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")
+    if not injected:
+        return {}
+    return (json.loads(injected).get("runtime_env") or {}).get("env_vars") or {}
 
 
 def cluster_has_gpus() -> bool:

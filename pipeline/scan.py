@@ -39,7 +39,7 @@ from functools import partial
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import commit, storage
+from . import commit, faults, storage
 from .inference import (TooManyErrors, listing_dataset, manifest_totals, predictions,
                         stage_rows)
 from .model_store import load_model
@@ -317,7 +317,7 @@ def _run(request: ScanRequest, record: dict, loaded, lease, say, started: float)
     recorded = []
     if any(record[change] for change in STATE_CHANGES):
         recorded = _stage_recorded_state(plan_uri, staging, record["model_version"], run_id)
-    commit.pause_for_tests("before_commit")
+    faults.pause("before_commit")
 
     totals = manifest_totals(manifest)
     data_files = sorted(entry["data_file"] for entry in manifest)

@@ -49,9 +49,8 @@ def endpoint_url() -> str | None:
 
 def worker_env() -> dict[str, str]:
     """Environment variables Ray workers need to reach the same storage as this process."""
-    if _endpoint_url and os.environ.get("AWS_ENDPOINT_URL") != _endpoint_url:
-        return {"AWS_ENDPOINT_URL": _endpoint_url}
-    return {}
+    endpoint = endpoint_url()
+    return {"AWS_ENDPOINT_URL": endpoint} if endpoint else {}
 
 
 @dataclass(frozen=True)
