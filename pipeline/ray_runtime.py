@@ -51,9 +51,8 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     given = _submitted_job_env_vars()
     env = {name: value for name, value in {**storage.worker_env(), **faults.worker_env()}.items()
            if name not in given}
-    options = {"log_to_driver": True, "runtime_env": {"env_vars": env} if env else None,
-               # Workers' Python logs (forwarded to this terminal) at the driver's level.
-               "logging_config": ray.LoggingConfig(log_level="INFO" if _verbose else "ERROR")}
+    # No `logging_config` here: it drops the "(name pid=N)" prefix of forwarded worker output.
+    options = {"log_to_driver": True, "runtime_env": {"env_vars": env} if env else None}
     if address:
         os.environ.setdefault("RAY_AUTH_MODE", "token")
         ray.init(address=address, **options)
