@@ -2,6 +2,9 @@
 # A real two-node Ray cluster on loopback: a head and one worker node, each with its own CPUs.
 # Ports, CPUs and the temp dir come from the environment; token auth stays on (Ray 2.60's
 # default). The cluster's own temp dir lets stop.sh end exactly this cluster and nothing else.
+# Each node gets a temp dir of its own inside it: nodes on one machine would otherwise share one
+# runtime_resources folder, and a node that unpacks a job's working_dir first deletes the copy
+# another node's processes are running in (their cwd vanishes mid-import).
 set -euo pipefail
 here="$(cd "$(dirname "$0")/../.." && pwd)"
 RAY="${RAY:-$here/.venv/bin/ray}"
@@ -23,5 +26,6 @@ agent_ports() {
     --include-dashboard true --dashboard-host 127.0.0.1 --dashboard-port "$DASHBOARD_PORT" \
     --ray-client-server-port "$(free_port)" $(agent_ports) --disable-usage-stats
 RAY_AUTH_MODE=token "$RAY" start --address "127.0.0.1:$GCS_PORT" --node-ip-address 127.0.0.1 \
-    --num-cpus "${VIDPIPE_WORKER_CPUS:-1}" $(agent_ports) --disable-usage-stats
+    --num-cpus "${VIDPIPE_WORKER_CPUS:-1}" --temp-dir "$TEMP_DIR/node-2" $(agent_ports) \
+    --disable-usage-stats
 echo "cluster up: RAY_ADDRESS=127.0.0.1:$GCS_PORT, jobs at http://127.0.0.1:$DASHBOARD_PORT"
