@@ -149,8 +149,6 @@ def plan_dataset(archive: str, state_files: list[str], model_version: str, repro
                  partitions: int):
     """The plan (PLAN_SCHEMA) as a Ray dataset: listing and committed state, hash-shuffled by
     video_uri (all rows of a URI land in one block, sorted; as in Ray's own map_groups), diffed."""
-    import ray
-
     listing = listing_dataset(archive).map_batches(_listing_as_state, batch_format="pyarrow")
     state = _read_parquet(state_files, columns=STATE_SCHEMA.names) if state_files else None
     rows = listing.union(state.map_batches(_cast_state, batch_format="pyarrow")) if state else listing
