@@ -35,7 +35,8 @@ PAPER_VARIANTS = {
     "cnn3d_lstm128_gru128": ("3D CNN + LSTM 128 + GRU 128", 23.64),
 }
 # Our variants, trained beside the paper's under the same settings (no paper figure).
-OUR_VARIANTS = {"cnn3dbn_gru128": ("3D CNN + BatchNorm + GRU 128 (ours)", None),
+OUR_VARIANTS = {"cnn3dbnmix_gru128": ("3D CNN + BatchNorm + MixStyle + GRU 128 (ours)", None),
+                "cnn3dbn_gru128": ("3D CNN + BatchNorm + GRU 128 (ours)", None),
                 "cnn3dgn_gru128": ("3D CNN + GroupNorm + GRU 128 (ours)", None)}
 VARIANTS = PAPER_VARIANTS | OUR_VARIANTS
 

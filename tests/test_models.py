@@ -84,7 +84,8 @@ def test_our_variants_normalise_each_convolution_and_keep_the_paper_shapes():
     import torch
     from torch import nn
 
-    for arch, norm in (("cnn3dgn_gru", nn.GroupNorm), ("cnn3dbn_gru", nn.BatchNorm3d)):
+    for arch, norm in (("cnn3dgn_gru", nn.GroupNorm), ("cnn3dbn_gru", nn.BatchNorm3d),
+                       ("cnn3dbnmix_gru", nn.BatchNorm3d)):
         model = build_model(arch, 4, frames=20, size=64).eval()
         norms = [m for m in model.backbone.modules() if isinstance(m, norm)]
         assert [m.num_channels if norm is nn.GroupNorm else m.num_features for m in norms] == [16, 32, 64]

@@ -141,3 +141,24 @@ def test_content_split_families_look_different():
         return float((np.abs(np.diff(texture, axis=1)).max(axis=2) == 0).mean())
 
     assert flat_share("shapes") > 0.2 > 0.01 > flat_share("noise")
+
+
+def test_mixstyle_mixes_clip_statistics_in_training_and_is_the_identity_at_inference():
+    from pipeline.models.backbones import MixStyle
+
+    torch.manual_seed(0)
+    mix = MixStyle(p=1.0)
+    x = torch.randn(4, 8, 3, 5, 5) * torch.arange(1, 5).view(4, 1, 1, 1, 1) + 10 * torch.arange(4).view(4, 1, 1, 1, 1)
+    assert torch.equal(mix.eval()(x), x)
+    mixed = mix.train()(x)
+    means, stds = x.mean(dim=(2, 3, 4)), x.std(dim=(2, 3, 4))
+    new_means = mixed.mean(dim=(2, 3, 4))
+    assert not torch.allclose(new_means, means, atol=1e-3)  # styles moved...
+    low, high = means.min(dim=0).values, means.max(dim=0).values
+    assert bool(((new_means >= low - 1e-4) & (new_means <= high + 1e-4)).all())  # ...between clips'
+    # the normalised content is untouched: a per-clip, per-channel affine map of the input
+    assert torch.allclose((mixed - new_means[..., None, None, None]) / mixed.std(dim=(2, 3, 4))[..., None, None, None],
+                          (x - means[..., None, None, None]) / stds[..., None, None, None], atol=1e-4)
+    model = build_model("cnn3dbnmix_gru", 4).eval()
+    clips = torch.rand(2, 3, 20, 64, 64)
+    assert torch.equal(model(clips), model(clips))  # no randomness when classifying

@@ -80,7 +80,7 @@ def test_two_workers_learn_motion_with_the_defaults_and_everything_is_tracked(ch
     assert champion_run["best_epoch"] == best.epoch
     assert champion_run["val_accuracy"] == pytest.approx(best.val_accuracy)
     model, config = load_checkpoint(champion_run["checkpoint"])
-    assert config.arch == canonical_arch(DEFAULT_ARCH) == "cnn3dbn_gru128" and config.num_classes == 4
+    assert config.arch == canonical_arch(DEFAULT_ARCH) == "cnn3dbnmix_gru128" and config.num_classes == 4
     # The clip span the model was trained on (the synthetic clips last 1.5-3 s) is part of it.
     assert 1.5 <= config.clip_seconds <= 3.0 and config.dataset_fingerprint
     # One progress line per epoch, not two (Ray Train re-logs printed lines).

@@ -3,8 +3,10 @@
 `cnn3d` is the paper's homogeneous 3D CNN (three 3x3x3 conv blocks, 2x2x2 pools, dropout after the
 first block). `cnn3dgn` and `cnn3dbn` are the same with group or batch normalisation after each
 convolution (our variants, not in the paper): they keep the features that reach the temporal head
-at unit scale, so they neither die (all-zero ReLUs) nor drift while the head learns. `cnn2d` applies a 2D CNN of the same widths to each frame independently, so any
-temporal modelling is left to the head.
+at unit scale, so they neither die (all-zero ReLUs) nor drift while the head learns. `cnn3dbnmix`
+adds MixStyle after the first two blocks, so that content unlike the training set's (new textures,
+cameras) does not throw off the statistics BatchNorm stored. `cnn2d` applies a 2D CNN of the same
+widths to each frame independently, so any temporal modelling is left to the head.
 """
 
 from __future__ import annotations
@@ -25,10 +27,11 @@ class Cnn3d(nn.Module):
         self.pool2 = nn.MaxPool3d(2)
         self.conv3 = nn.Conv3d(WIDTHS[1], WIDTHS[2], kernel_size=3, padding=1)
         self.pool3 = nn.MaxPool3d(2)
+        self.mix1, self.mix2 = nn.Identity(), nn.Identity()  # MixStyle in cnn3dbnmix
 
     def forward(self, clip: torch.Tensor) -> torch.Tensor:
-        x = self.dropout(self.pool1(torch.relu(self.conv1(clip))))
-        x = self.pool2(torch.relu(self.conv2(x)))
+        x = self.dropout(self.mix1(self.pool1(torch.relu(self.conv1(clip)))))
+        x = self.mix2(self.pool2(torch.relu(self.conv2(x))))
         x = self.pool3(torch.relu(self.conv3(x)))  # [B, C, T', H', W']
         # The paper's Reshape: one feature vector per remaining time step.
         return x.permute(0, 2, 1, 3, 4).flatten(2)  # [B, T', C*H'*W']
@@ -67,6 +70,39 @@ class Cnn3dGn(Cnn3dBn):
         return nn.GroupNorm(8, channels)
 
 
+class MixStyle(nn.Module):
+    """MixStyle (Zhou et al., "Domain Generalization with MixStyle", ICLR 2021): in training, with
+    probability `p` per batch, each clip's per-channel feature mean and standard deviation (its
+    "style": texture, contrast) are replaced by a mix with another clip's of the batch, with a weight
+    drawn from Beta(alpha, alpha). The layers after it learn not to rely on those statistics, which
+    shift on content unlike the training set's. No parameters; the identity at inference."""
+
+    def __init__(self, p: float = 0.5, alpha: float = 0.1, eps: float = 1e-6):
+        super().__init__()
+        self.p, self.alpha, self.eps = p, alpha, eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or x.shape[0] < 2 or torch.rand(()).item() > self.p:
+            return x
+        dims = tuple(range(2, x.dim()))  # per clip and channel: over time and space
+        mean = x.mean(dim=dims, keepdim=True).detach()
+        std = (x.var(dim=dims, keepdim=True) + self.eps).sqrt().detach()
+        weight = torch.distributions.Beta(self.alpha, self.alpha).sample(
+            (x.shape[0],) + (1,) * (x.dim() - 1)).to(x.device, x.dtype)
+        other = torch.randperm(x.shape[0], device=x.device)
+        mixed_mean = weight * mean + (1 - weight) * mean[other]
+        mixed_std = weight * std + (1 - weight) * std[other]
+        return (x - mean) / std * mixed_std + mixed_mean
+
+
+class Cnn3dBnMix(Cnn3dBn):
+    """`cnn3dbn` with MixStyle after its first two blocks (see MixStyle)."""
+
+    def __init__(self, dropout: float = 0.25):
+        super().__init__(dropout)
+        self.mix1, self.mix2 = MixStyle(), MixStyle()
+
+
 class Cnn2d(nn.Module):
     def __init__(self, dropout: float = 0.25):
         super().__init__()
@@ -92,4 +128,5 @@ class Cnn2d(nn.Module):
         return frames, WIDTHS[-1] * s * s
 
 
-BACKBONES = {"cnn3d": Cnn3d, "cnn3dbn": Cnn3dBn, "cnn3dgn": Cnn3dGn, "cnn2d": Cnn2d}
+BACKBONES = {"cnn3d": Cnn3d, "cnn3dbn": Cnn3dBn, "cnn3dbnmix": Cnn3dBnMix, "cnn3dgn": Cnn3dGn,
+             "cnn2d": Cnn2d}
