@@ -122,6 +122,7 @@ def _kept_frames(video: _Video, wanted: list[int], size: tuple[int, int], seek: 
         if seek and video.seekable and target - position > max(gop, MIN_SEEK_FRAMES):
             video.seek_to(target)
             frames, jumped = video.frames(), True
+            last_key = None  # distances across a jump say nothing about the keyframe interval
         while position < target:
             frame = next(frames, None)
             if frame is None:

@@ -4,6 +4,7 @@ bit, and the same reasons)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
@@ -196,3 +197,57 @@ def test_deadline_grows_with_the_duration():
 
     assert deadline_s(120.0, 5.0) == 120.0
     assert deadline_s(120.0, 3600.0) == 120.0 * 60
+
+
+class _CountingFile:
+    """A read-only file that counts the bytes read through it."""
+
+    def __init__(self, path: Path):
+        self._handle = open(path, "rb")
+        self.bytes_read = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._handle.read(size)
+        self.bytes_read += len(data)
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._handle.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._handle.tell()
+
+    def seekable(self) -> bool:
+        return True
+
+
+def test_pyav_sampling_reads_a_fraction_of_a_long_file_object(tmp_path: Path):
+    video = write_testsrc(tmp_path / "long.mp4", seconds=40, size="320x240", keyint=25)
+    counted = _CountingFile(video)
+    clip = sample_clip(counted, num_frames=8, decoder="pyav")
+    assert np.array_equal(clip, sample_clip(video, num_frames=8, decoder="ffmpeg"))
+    assert counted.bytes_read < 0.5 * video.stat().st_size
+
+
+def test_s3_video_is_read_by_ranges_not_downloaded_whole(tmp_path: Path, s3fs_client, monkeypatch):
+    from pipeline import segments, storage
+
+    video = write_testsrc(tmp_path / "long.mp4", seconds=80, size="320x240", keyint=25)
+    s3fs_client.mkdir("ranges")
+    s3fs_client.pipe("ranges/long.mp4", video.read_bytes())
+    monkeypatch.setattr(storage, "VIDEO_BLOCK_BYTES", 16 * 1024)  # small blocks: a small video
+    requested = []
+
+    @contextlib.contextmanager
+    def spy(uri):
+        with storage.open_video(uri) as handle:
+            yield handle
+            if not isinstance(handle, str):  # a local path is handed over as it is
+                requested.append(handle.cache.total_requested_bytes)
+
+    monkeypatch.setattr(segments, "open_video", spy)
+    listed = {"video_uri": "s3://ranges/long.mp4", "video_etag": "e", "video_bytes": 0}
+    [remote] = segments.decode_video(listed, 8, 64, None)
+    [local] = segments.decode_video({**listed, "video_uri": str(video)}, 8, 64, None)
+    assert remote["error"] is None and remote["clip"] == local["clip"]
+    assert 0 < requested[0] < 0.5 * video.stat().st_size

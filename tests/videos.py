@@ -46,9 +46,12 @@ def write_h264(path: Path, frames: np.ndarray, fps: int = 25) -> Path:
 
 
 def write_testsrc(path: Path, seconds: float, size: str = "128x96", fps: int = 25,
-                  faststart: bool = False) -> Path:
-    """An H.264 MP4 of ffmpeg's test pattern; `faststart` puts the index at the front."""
+                  faststart: bool = False, keyint: int | None = None) -> Path:
+    """An H.264 MP4 of ffmpeg's test pattern; `faststart` puts the index at the front; `keyint`:
+    a keyframe every so many frames (default: x264's 250)."""
     extra = ["-movflags", "+faststart"] if faststart else []
+    if keyint:
+        extra += ["-g", str(keyint), "-keyint_min", str(keyint), "-sc_threshold", "0"]
     run_ffmpeg("-f", "lavfi", "-i", f"testsrc=size={size}:rate={fps}:duration={seconds}",
                "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", *extra, str(path))
     return path
