@@ -136,6 +136,10 @@ def predictions(videos, loaded: LoadedModel, window_seconds: float | None = None
     gpus = cluster_has_gpus()
     cpus = int(ray.cluster_resources().get("CPU", 1))
     actors = num_actors or (int(ray.cluster_resources().get("GPU", 1)) if gpus else max(1, cpus // 2))
+    # Torch threads per CPU actor: the CPUs the actors would share if decoding took none. Decode
+    # tasks (1 CPU each, as reserved) then share cores with them; sampling now decodes only what
+    # the clips need, so inference is most of the work and should not leave cores idle.
+    threads = 1 if gpus else max(1, cpus // actors)
     return (
         videos.select_columns(list(storage.LISTING_SCHEMA.names))
         .repartition(target_num_rows_per_block=VIDEOS_PER_DECODE_TASK)
@@ -151,7 +155,8 @@ def predictions(videos, loaded: LoadedModel, window_seconds: float | None = None
                      compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
                      fn_constructor_kwargs={"checkpoint": loaded.checkpoint,
                                             "lineage": loaded.lineage,
-                                            "device": "cuda" if gpus else "cpu", "nodes": nodes},
+                                            "device": "cuda" if gpus else "cpu", "nodes": nodes,
+                                            "threads": threads},
                      num_cpus=1, num_gpus=1 if gpus else 0)
     )
 
@@ -168,10 +173,11 @@ def _decode(videos: pa.Table, frames: int, size: int, window_seconds: float | No
 class ClassifierActor:
     """map_batches step: loads the model once per actor, turns segment batches into rows."""
 
-    def __init__(self, checkpoint: bytes, lineage, device: str = "cpu", nodes=None):
+    def __init__(self, checkpoint: bytes, lineage, device: str = "cpu", nodes=None,
+                 threads: int = 1):
         from .model_store import from_checkpoint_bytes
 
-        torch.set_num_threads(1)  # one CPU per actor: parallelism comes from the actor pool
+        torch.set_num_threads(threads)
         self.classifier = Classifier(from_checkpoint_bytes(checkpoint, lineage), device)
         self.nodes = nodes
 
