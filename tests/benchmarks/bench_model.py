@@ -93,7 +93,7 @@ def main() -> None:
     runs = {"matmul": lambda: a @ b}
     for name, fn in variants.items():
         runs[f"{name}, batch 16"] = (lambda fn=fn: fn(clips[:16]))
-    for batch in (1, 4, 32):
+    for batch in (1, 2, 4, 8, 32):
         runs[f"inference_mode, batch {batch}"] = (lambda batch=batch: inference(clips[:batch]))
     best = interleaved_best(runs, args.repeat)
     matmul = 2 * n ** 3 / best.pop("matmul") / 1e9
