@@ -55,23 +55,20 @@ def sample_segments(source, num_frames: int, size: tuple[int, int], window_secon
         count = video.announced_frames
         if count == 0:
             raise VideoDecodeError(video.error_reason() or "no video frames could be decoded")
-        exact = False
+        seek, recounted = True, False
         while True:
             try:
-                segments = _sample(video, count, num_frames, size, window_seconds,
-                                   seek=not exact)
+                segments = _sample(video, count, num_frames, size, window_seconds, seek)
                 break
             except _NotConstantRate:
-                exact = True  # timestamps are no index here: decode sequentially
+                seek = False  # timestamps are no frame index here: decode forward only
             except _ShortStream as short:
-                if short.error and short.decoded < MIN_DECODED_SHARE * count:
+                if short.error and short.decoded < MIN_DECODED_SHARE * count or recounted:
+                    reason = f"; ffmpeg: {short.error}" if short.error else ""
                     raise VideoDecodeError(f"truncated or corrupt: decoded {short.decoded} of "
-                                           f"{count} frames; ffmpeg: {short.error}") from None
-                if exact:  # cannot happen twice on the same bytes; say what we saw
-                    raise VideoDecodeError(f"truncated or corrupt: decoded {short.decoded} of "
-                                           f"{count} frames") from None
-                exact = True
-            count = video.count_frames()
+                                           f"{count} frames{reason}") from None
+                # The container announced more frames than decode: count them, sample again.
+                count, seek, recounted = video.count_frames(), False, True
         info = video.info(count)
     return info, finish_segments(segments, info.duration_s)
 
@@ -258,8 +255,8 @@ class _Video:
             return
 
     def rewind(self) -> None:
-        self._container.seek(0, backward=True, any_frame=False, stream=self.stream) \
-            if self.seekable else None
+        if self.seekable:
+            self._container.seek(0, backward=True, any_frame=False, stream=self.stream)
         self.stream.codec_context.flush_buffers()
 
     def seek_to(self, index: int) -> None:
