@@ -21,8 +21,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# Every bench_*.py records its ratios in bench-results.json; summary.py prints them as one table.
 bench: $(STAMP)
+	@rm -f bench-results.json
 	@for script in tests/benchmarks/bench_*.py; do echo "== $$script"; $(BIN)/python $$script || exit 1; done
+	@$(BIN)/python tests/benchmarks/summary.py
 
 clean:
 	rm -rf demo-output .pytest_cache

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 from . import storage, synthetic
 from .corpus import CorpusError
-from .frames import VideoDecodeError
+from .frames import DECODERS, DEFAULT_DECODER, VideoDecodeError
 from .inference import TooManyErrors
 from .lease import LeaseHeld, LeaseLost
 from .models import DEFAULT_ARCH, PAPER_ARCH, canonical_arch, list_models
@@ -95,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", default=None, help="folder for evaluation.json and the PNG plots")
     _add_common(evaluate)
     _add_cluster(evaluate)
+    _add_decoder(evaluate)
     evaluate.set_defaults(run=_evaluate)
 
     ablation = subcommands.add_parser(
@@ -125,6 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="fail (exit 1, after writing) when more than this share of videos is unreadable")
     _add_common(classify)
     _add_cluster(classify)
+    _add_decoder(classify)
     classify.set_defaults(run=_classify)
 
     scan = subcommands.add_parser(
@@ -155,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="how long the OUTPUT lease outlives a scan that stops renewing it (killed)")
     _add_common(scan)
     _add_cluster(scan)
+    _add_decoder(scan)
     scan.set_defaults(run=_scan)
     return parser
 
@@ -209,7 +212,7 @@ def _evaluate(args) -> dict:
 
     return run_evaluation(args.data, args.model, out=args.out, window_seconds=args.window_seconds,
                           mlflow_uri=args.mlflow_uri, ray_address=args.ray_address,
-                          say=_reporter(args))
+                          say=_reporter(args), decoder=args.decoder)
 
 
 def _ablation(args) -> dict:
@@ -227,7 +230,8 @@ def _classify(args) -> dict:
     say = _reporter(args)
     summary = classify(args.input, args.output, args.model, window_seconds=args.window_seconds,
                        batch_size=args.batch_size, num_actors=args.num_actors,
-                       error_threshold=args.error_threshold, mlflow_uri=args.mlflow_uri, ray_address=args.ray_address)
+                       error_threshold=args.error_threshold, mlflow_uri=args.mlflow_uri, ray_address=args.ray_address,
+                       decoder=args.decoder)
     say(f"{summary['videos']} videos, {summary['segments']} segments, {summary['errors']} errors "
         f"in {summary['wall_s']:.1f}s ({summary['videos_per_s']:.2f} videos/s) -> {summary['output']}")
     return summary
@@ -241,7 +245,8 @@ def _scan(args) -> dict:
         dry_run=args.dry_run, reprocess_on_model_change=args.reprocess_on_model_change,
         window_seconds=args.window_seconds, batch_size=args.batch_size, num_actors=args.num_actors,
         error_threshold=args.error_threshold, rows_per_file=args.rows_per_file,
-        lease_seconds=args.lease_seconds, mlflow_uri=args.mlflow_uri, ray_address=args.ray_address)
+        lease_seconds=args.lease_seconds, mlflow_uri=args.mlflow_uri, ray_address=args.ray_address,
+        decoder=args.decoder)
     return run_scan(request, _reporter(args))
 
 
@@ -252,6 +257,12 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
     parser.add_argument("--s3-endpoint-url", default=None,
                         help="S3 endpoint (default: AWS_ENDPOINT_URL; credentials: the AWS chain)")
+
+
+def _add_decoder(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--decoder", choices=DECODERS, default=DEFAULT_DECODER,
+                        help="video decoding: pyav (in process, decodes only the sampled frames; "
+                             "default) or ffmpeg (one ffmpeg CLI process per video)")
 
 
 def _add_cluster(parser: argparse.ArgumentParser) -> None:

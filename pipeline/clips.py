@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .corpus import LabelledVideo
+from .frames import DEFAULT_DECODER
 from .segments import clip_arrays, decode_video
 from .storage import arrow_destination, filesystem, fingerprint
 
@@ -63,19 +64,23 @@ def dataset_fingerprint(videos: Sequence[LabelledVideo]) -> str:
 
 
 def cache_key(videos: Sequence[LabelledVideo], frames: int, size: int,
-              window_seconds: float | None = None) -> str:
+              window_seconds: float | None = None, decoder: str = DEFAULT_DECODER) -> str:
     settings = f"{SAMPLING}:{frames}x{size}x{size}:window={window_seconds}"
+    if decoder != DEFAULT_DECODER:  # the backends agree on the test videos, not provably on all
+        settings += f":decoder={decoder}"
     return hashlib.sha256(f"{settings}:{dataset_fingerprint(videos)}".encode()).hexdigest()[:20]
 
 
 def decode_labelled(videos: Sequence[LabelledVideo], frames: int, size: int,
-                    cache_uri: str | None = None, window_seconds: float | None = None
-                    ) -> DecodedClips:
-    """Decode every video once (Ray Data tasks, in parallel); bad videos are skipped, not fatal."""
+                    cache_uri: str | None = None, window_seconds: float | None = None,
+                    decoder: str = DEFAULT_DECODER) -> DecodedClips:
+    """Decode every video once (Ray Data tasks, in parallel); bad videos are skipped, not fatal.
+    `decoder`: one of frames.DECODERS."""
     import ray
 
     videos = with_fingerprints(videos) if cache_uri else list(videos)
-    cache_dir = (posixpath.join(cache_uri.rstrip("/"), cache_key(videos, frames, size, window_seconds))
+    cache_dir = (posixpath.join(cache_uri.rstrip("/"), cache_key(videos, frames, size, window_seconds,
+                                                                  decoder))
                  if cache_uri else None)
     if cache_dir and (cached := _read_cache(cache_dir)) is not None:
         return cached
@@ -86,7 +91,7 @@ def decode_labelled(videos: Sequence[LabelledVideo], frames: int, size: int,
         ray.data.from_items([{"uri": v.uri, "label": v.label} for v in videos],
                             override_num_blocks=min(len(videos), max(1, cpus * 4)))
         .flat_map(_decode_rows, fn_kwargs={"frames": frames, "size": size,
-                                           "window_seconds": window_seconds})
+                                           "window_seconds": window_seconds, "decoder": decoder})
         .materialize()
     )
     status = decoded.select_columns(["uri", "seconds", "error"]).take_all()
@@ -127,14 +132,15 @@ def unpack_batch(batch: dict, class_names: Sequence[str], frames: int, size: int
     return clips, labels
 
 
-def _decode_rows(row: dict, frames: int, size: int, window_seconds: float | None) -> list[dict]:
+def _decode_rows(row: dict, frames: int, size: int, window_seconds: float | None,
+                 decoder: str = DEFAULT_DECODER) -> list[dict]:
     """flat_map step: one labelled video -> a clip row per window, or one row with an `error`
     (the decoding itself is segments.decode_video, shared with inference)."""
     video = {"video_uri": row["uri"], "video_etag": "", "video_bytes": 0}
     return [{**row, "segment": record["segment"],
              "seconds": (record["end_s"] - record["start_s"]) if record["error"] is None else 0.0,
              "clip": record["clip"], "error": record["error"] or ""}
-            for record in decode_video(video, frames, size, window_seconds)]
+            for record in decode_video(video, frames, size, window_seconds, decoder=decoder)]
 
 
 def _decoded_rows_only(table):

@@ -138,7 +138,7 @@ def _pyplot():
 def run_evaluation(data: str, model_ref: str, *, out: str | None = None,
                    window_seconds: float | None = None,
                    mlflow_uri: str | None = None, ray_address: str | None = None,
-                   say=print) -> dict:
+                   say=print, decoder: str = "pyav") -> dict:
     """`vidpipe evaluate`: decode DATA with the model's own sampling (Ray Data), score it, and
     write evaluation.json and the confusion-matrix PNG to `out` when given."""
     import json
@@ -157,7 +157,8 @@ def run_evaluation(data: str, model_ref: str, *, out: str | None = None,
         raise ValueError(f"{data} has classes the model does not know: {', '.join(unknown)}")
     ensure_ray(ray_address)
     decoded = decode_labelled(corpus.videos, config.frames, config.size,
-                              window_seconds=config.window_seconds(window_seconds))
+                              window_seconds=config.window_seconds(window_seconds),
+                              decoder=decoder)
     for uri, reason in decoded.skipped:
         say(f"skipped {uri}: {reason}")
     clips, labels, uris = to_arrays(decoded.dataset, config.class_names, config.frames, config.size)

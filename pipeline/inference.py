@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 import torch
 
 from . import commit, faults, storage
+from .frames import DEFAULT_DECODER
 from .model_store import LoadedModel, load_model
 from .models import predict_probs
 from .rows import error_row, prediction_row, rows_to_table
@@ -60,7 +61,7 @@ class Classifier:
 
 def classify_sequential(input_uri: str, output_path: str, model_ref: str,
                         window_seconds: float | None = None, batch_size: int = 16,
-                        mlflow_uri: str | None = None) -> dict:
+                        mlflow_uri: str | None = None, decoder: str = DEFAULT_DECODER) -> dict:
     """The plain one-process loop: list, decode, classify, write one Parquet file."""
     started = time.perf_counter()
     classifier = Classifier(load_model(model_ref, mlflow_uri))
@@ -70,7 +71,8 @@ def classify_sequential(input_uri: str, output_path: str, model_ref: str,
     videos = storage.list_videos(input_uri)
     for video in videos:
         listed = {"video_uri": video.uri, "video_etag": video.etag, "video_bytes": video.size}
-        pending += decode_video(listed, config.frames, config.size, window_seconds)
+        pending += decode_video(listed, config.frames, config.size, window_seconds,
+                                decoder=decoder)
         if len(pending) >= batch_size:
             rows += classifier.rows(pending)
             pending = []
@@ -119,11 +121,13 @@ def _list_units(units: pa.Table):
 
 
 def predictions(videos, loaded: LoadedModel, window_seconds: float | None = None,
-                batch_size: int = 16, num_actors: int | None = None, nodes=None):
+                batch_size: int = 16, num_actors: int | None = None, nodes=None,
+                decoder: str = DEFAULT_DECODER):
     """Listed videos (a Ray dataset with the LISTING_SCHEMA columns) -> prediction rows plus
     `retry`. `window_seconds`: None = the model's training clip duration, 0 = whole videos.
     Decoded clips flow in bounded batches from decode tasks to a pool of classifier actors (GPU
-    actors when the cluster has GPUs). `nodes`: a ray_runtime.NodeLog to report to."""
+    actors when the cluster has GPUs). `nodes`: a ray_runtime.NodeLog to report to.
+    `decoder`: one of frames.DECODERS."""
     import ray
 
     from .ray_runtime import cluster_has_gpus
@@ -132,6 +136,10 @@ def predictions(videos, loaded: LoadedModel, window_seconds: float | None = None
     gpus = cluster_has_gpus()
     cpus = int(ray.cluster_resources().get("CPU", 1))
     actors = num_actors or (int(ray.cluster_resources().get("GPU", 1)) if gpus else max(1, cpus // 2))
+    # Torch threads per CPU actor: the CPUs the actors would share if decoding took none. Decode
+    # tasks (1 CPU each, as reserved) then share cores with them; sampling now decodes only what
+    # the clips need, so inference is most of the work and should not leave cores idle.
+    threads = 1 if gpus else max(1, cpus // actors)
     return (
         videos.select_columns(list(storage.LISTING_SCHEMA.names))
         .repartition(target_num_rows_per_block=VIDEOS_PER_DECODE_TASK)
@@ -142,31 +150,34 @@ def predictions(videos, loaded: LoadedModel, window_seconds: float | None = None
                      memory=DECODE_MEMORY,
                      fn_kwargs={"frames": config.frames, "size": config.size,
                                 "window_seconds": config.window_seconds(window_seconds),
-                                "nodes": nodes})
+                                "nodes": nodes, "decoder": decoder})
         .map_batches(ClassifierActor, batch_size=batch_size, batch_format="pyarrow",
                      compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
                      fn_constructor_kwargs={"checkpoint": loaded.checkpoint,
                                             "lineage": loaded.lineage,
-                                            "device": "cuda" if gpus else "cpu", "nodes": nodes},
+                                            "device": "cuda" if gpus else "cpu", "nodes": nodes,
+                                            "threads": threads},
                      num_cpus=1, num_gpus=1 if gpus else 0)
     )
 
 
-def _decode(videos: pa.Table, frames: int, size: int, window_seconds: float | None, nodes):
+def _decode(videos: pa.Table, frames: int, size: int, window_seconds: float | None, nodes,
+            decoder: str = DEFAULT_DECODER):
     from .ray_runtime import report_node
 
     report_node(nodes)
     faults.pause("decoding")
-    yield from decode_batch(videos, frames, size, window_seconds)
+    yield from decode_batch(videos, frames, size, window_seconds, decoder)
 
 
 class ClassifierActor:
     """map_batches step: loads the model once per actor, turns segment batches into rows."""
 
-    def __init__(self, checkpoint: bytes, lineage, device: str = "cpu", nodes=None):
+    def __init__(self, checkpoint: bytes, lineage, device: str = "cpu", nodes=None,
+                 threads: int = 1):
         from .model_store import from_checkpoint_bytes
 
-        torch.set_num_threads(1)  # one CPU per actor: parallelism comes from the actor pool
+        torch.set_num_threads(threads)
         self.classifier = Classifier(from_checkpoint_bytes(checkpoint, lineage), device)
         self.nodes = nodes
 
@@ -197,7 +208,7 @@ def manifest_totals(manifest: list[dict]) -> dict:
 def classify(input_uri: str, output_uri: str, model_ref: str, *, window_seconds: float | None = None,
              batch_size: int = 16, num_actors: int | None = None, error_threshold: float = 0.5,
              mlflow_uri: str | None = None, ray_address: str | None = None,
-             rows_per_file: int = ROWS_PER_FILE) -> dict:
+             rows_per_file: int = ROWS_PER_FILE, decoder: str = DEFAULT_DECODER) -> dict:
     """listing -> predictions -> committed Parquet files in OUTPUT (OUTPUT/*.parquet).
 
     Files are staged under OUTPUT/_staging and committed (commit.py); a rerun replaces the files
@@ -216,7 +227,7 @@ def classify(input_uri: str, output_uri: str, model_ref: str, *, window_seconds:
     nodes = NodeLog()
     try:
         rows = predictions(listing_dataset(input_uri), loaded, window_seconds, batch_size,
-                           num_actors, nodes)
+                           num_actors, nodes, decoder=decoder)
         manifest = stage_rows(rows, staging, keep_retry=True, rows_per_file=rows_per_file)
         node_ids = nodes.nodes()
     finally:

@@ -85,6 +85,7 @@ class ScanRequest:
     lease_seconds: float = 300.0
     mlflow_uri: str | None = None
     ray_address: str | None = None
+    decoder: str = "pyav"  # frames.DECODERS
 
 
 # --- the diff (pure) ----------------------------------------------------------------------------
@@ -304,7 +305,7 @@ def _run(request: ScanRequest, record: dict, loaded, lease, say, started: float)
             work = _read_parquet(plan_uri).filter(
                 expr=_column("change").is_in(list(WORK)))
             rows = predictions(work, loaded, request.window_seconds, request.batch_size,
-                               request.num_actors, log)
+                               request.num_actors, log, decoder=request.decoder)
             manifest = stage_rows(rows, staging, keep_retry=False,
                                   state_rows=partial(state_rows, run_id=run_id),
                                   rows_per_file=request.rows_per_file)

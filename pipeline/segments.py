@@ -16,8 +16,8 @@ from collections.abc import Iterable
 import numpy as np
 import pyarrow as pa
 
-from .frames import DEFAULT_TIMEOUT_S, VideoDecodeError, sample_segments
-from .storage import read_bytes
+from .frames import DEFAULT_DECODER, DEFAULT_TIMEOUT_S, VideoDecodeError, sample_segments
+from .storage import open_video
 
 SEGMENT_SCHEMA = pa.schema([
     ("video_uri", pa.string()),
@@ -37,15 +37,22 @@ SEGMENT_SCHEMA = pa.schema([
 
 
 def decode_video(video: dict, frames: int, size: int, window_seconds: float | None,
-                 data: bytes | None = None, timeout_s: float = DEFAULT_TIMEOUT_S) -> list[dict]:
+                 data: bytes | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
+                 decoder: str = DEFAULT_DECODER) -> list[dict]:
     """A record per segment of one listed video (`video` has video_uri/video_etag/video_bytes),
-    or one error record. Reads the object unless `data` is given; never raises for one video."""
+    or one error record. Reads the object (a seekable file: range reads on object stores) unless
+    `data` is given; never raises for one video. `decoder`: frames.DECODERS."""
     listed = {key: video[key] for key in ("video_uri", "video_etag", "video_bytes")}
     try:
-        if data is None:
-            data = read_bytes(listed["video_uri"])
-        info, segments = sample_segments(data, num_frames=frames, size=(size, size),
-                                         window_seconds=window_seconds, timeout_s=timeout_s)
+        if data is not None:
+            info, segments = sample_segments(data, num_frames=frames, size=(size, size),
+                                             window_seconds=window_seconds, timeout_s=timeout_s,
+                                             decoder=decoder)
+        else:
+            with open_video(listed["video_uri"]) as source:
+                info, segments = sample_segments(source, num_frames=frames, size=(size, size),
+                                                 window_seconds=window_seconds,
+                                                 timeout_s=timeout_s, decoder=decoder)
     except VideoDecodeError as exc:
         return [error_record(listed, str(exc), retry=False)]
     except FileNotFoundError:  # gone since it was listed: the next listing says what happened
@@ -65,12 +72,12 @@ def error_record(video: dict, reason: str, retry: bool) -> dict:
             "retry": retry}
 
 
-def decode_batch(videos: pa.Table, frames: int, size: int, window_seconds: float | None
-                 ) -> Iterable[pa.Table]:
+def decode_batch(videos: pa.Table, frames: int, size: int, window_seconds: float | None,
+                 decoder: str = DEFAULT_DECODER) -> Iterable[pa.Table]:
     """Ray Data step: a batch of listed videos -> SEGMENT_SCHEMA tables, one per video (a long
     video's clips never pile up with the next one's)."""
     for video in videos.select(["video_uri", "video_etag", "video_bytes"]).to_pylist():
-        yield records_to_table(decode_video(video, frames, size, window_seconds))
+        yield records_to_table(decode_video(video, frames, size, window_seconds, decoder=decoder))
 
 
 def records_to_table(records: list[dict]) -> pa.Table:

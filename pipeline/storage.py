@@ -156,6 +156,22 @@ def read_bytes(uri: str) -> bytes:
     return fs.cat_file(path)
 
 
+# Range reads of this size when decoding: sampling a long video reads only the parts it needs.
+VIDEO_BLOCK_BYTES = 4 * 1024 * 1024
+
+
+def open_video(uri: str):
+    """A video for decoding: a local path as it is (FFmpeg reads it directly), else a seekable
+    fsspec file that fetches VIDEO_BLOCK_BYTES ranges on demand instead of the whole object.
+    A context manager either way; storage errors propagate (the caller decides on a retry)."""
+    from contextlib import nullcontext
+
+    if is_local(uri):
+        return nullcontext(uri.removeprefix("file://"))
+    fs, path = filesystem(uri)
+    return fs.open(path, "rb", block_size=VIDEO_BLOCK_BYTES, cache_type="readahead")
+
+
 def fingerprint(uri: str) -> str:
     """The ETag (or size+mtime fingerprint) of one object, as a listing would give it."""
     fs, path = filesystem(uri)

@@ -52,3 +52,21 @@ def test_sequential_classify_writes_schema_rows_and_error_rows(motion_corpus, ba
     counts = duckdb.sql(f"select status, count(*) from read_parquet('{tmp_path}/out/*.parquet') "
                         "group by 1 order by 1").fetchall()
     assert counts == [("error", len(bad_videos)), ("ok", 12)]
+
+
+def test_both_decoders_give_the_same_rows(motion_corpus, bad_videos, tmp_path):
+    inputs = tmp_path / "in"
+    shutil.copytree(motion_corpus / "MoveUp", inputs / "good")
+    shutil.copytree(next(iter(bad_videos.values())).parent, inputs / "bad")
+    config = ModelConfig("cnn3d_gru32", ("MoveDown", "MoveLeft", "MoveRight", "MoveUp"))
+    save_checkpoint(config.build(), config, tmp_path / "model.pt")
+    tables = {}
+    for decoder in ("pyav", "ffmpeg"):
+        classify_sequential(str(inputs), str(tmp_path / f"{decoder}.parquet"),
+                            str(tmp_path / "model.pt"), window_seconds=0.5, decoder=decoder)
+        tables[decoder] = pq.read_table(tmp_path / f"{decoder}.parquet").sort_by(
+            [("video_uri", "ascending"), ("segment", "ascending")])
+    assert tables["pyav"].num_rows > 12  # windows: several clips per video
+    columns = ["video_uri", "segment", "start_s", "end_s", "status", "error", "label", "score",
+               "top_scores"]
+    assert tables["pyav"].select(columns).to_pylist() == tables["ffmpeg"].select(columns).to_pylist()

@@ -160,7 +160,7 @@ def test_a_storage_failure_is_tried_again_next_night_not_recorded(tmp_path, monk
         raise ConnectionError("endpoint unreachable")
 
     video = {"video_uri": "s3://archive/a.mp4", "video_etag": "e1", "video_bytes": 10}
-    monkeypatch.setattr(segments, "read_bytes", unreachable)
+    monkeypatch.setattr(segments, "open_video", unreachable)
     [record] = segments.decode_video(video, 8, 32, None)
     assert record["retry"] and record["error"] == "cannot read input: ConnectionError"
     undecodable = segments.decode_video({**video, "video_uri": "s3://archive/b.mp4"}, 8, 32, None,

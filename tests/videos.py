@@ -46,9 +46,12 @@ def write_h264(path: Path, frames: np.ndarray, fps: int = 25) -> Path:
 
 
 def write_testsrc(path: Path, seconds: float, size: str = "128x96", fps: int = 25,
-                  faststart: bool = False) -> Path:
-    """An H.264 MP4 of ffmpeg's test pattern; `faststart` puts the index at the front."""
+                  faststart: bool = False, keyint: int | None = None) -> Path:
+    """An H.264 MP4 of ffmpeg's test pattern; `faststart` puts the index at the front; `keyint`:
+    a keyframe every so many frames (default: x264's 250)."""
     extra = ["-movflags", "+faststart"] if faststart else []
+    if keyint:
+        extra += ["-g", str(keyint), "-keyint_min", str(keyint), "-sc_threshold", "0"]
     run_ffmpeg("-f", "lavfi", "-i", f"testsrc=size={size}:rate={fps}:duration={seconds}",
                "-c:v", "libx264", "-preset", "ultrafast", "-pix_fmt", "yuv420p", *extra, str(path))
     return path
@@ -74,3 +77,19 @@ def write_bad_inputs(folder: Path) -> dict[str, Path]:
     run_ffmpeg("-f", "lavfi", "-i", "sine=frequency=440:duration=1", "-c:a", "aac", "-f", "mp4",
                str(bad["audio_only"]))
     return bad
+
+
+def write_sparse_key_index_video(path: Path, count: int, fps: int = 25, keyint: int = 250,
+                                 bframes: int = 3, vfr: bool = False) -> Path:
+    """A lossless H.264 (libx264rgb, qp 0) MP4 of `index_frames(count)` with a keyframe every
+    `keyint` frames and B-frames: seeking must land on keyframes and decode forward exactly.
+    `vfr`: frame i shown at a time that is not i / fps (its timestamps cannot index frames)."""
+    frames = index_frames(count)
+    _, height, width, _ = frames.shape
+    timing = ["-vf", "setpts=N/TB/25+gt(N\,20)*N/TB/100", "-fps_mode", "vfr"] if vfr else []
+    cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", "-f", "rawvideo",
+           "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-framerate", str(fps), "-i", "pipe:0",
+           *timing, "-c:v", "libx264rgb", "-qp", "0", "-g", str(keyint),
+           "-keyint_min", str(keyint), "-sc_threshold", "0", "-bf", str(bframes), str(path)]
+    subprocess.run(cmd, input=frames.tobytes(), check=True)
+    return path

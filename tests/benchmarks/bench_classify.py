@@ -1,10 +1,19 @@
-"""Ray Data classify vs the plain sequential loop on the same clips, and peak memory at 1x and 4x.
+"""Ray Data classify next to the plain sequential loop and the overlap bound; peak memory at 1x
+and 4x the corpus; seconds to the first Parquet row. One run, side by side.
 
     .venv/bin/python tests/benchmarks/bench_classify.py [--clips 200]
 
-Both engines use the same model (a fresh cnn3d_gru, 20x64x64: throughput does not depend on the
-weights) and write Parquet. Peak memory is the largest summed RSS of this process and all its
-descendants (Ray's raylet, workers and actors), read from /proc every 0.2 s.
+All engines use the same model (a fresh cnn3d_gru, 20x64x64: throughput does not depend on the
+weights) and write Parquet:
+- sequential: inference.classify_sequential (one process: decode a clip, classify in batches of
+  16, write one Parquet file);
+- decode only / inference only: the two halves of that loop timed apart over the same clips,
+  one thread each; the overlap bound is the slower of the two (what a pipeline that ran decoding
+  and inference fully in parallel, each on its own core, could reach);
+- ray: inference.classify (decode tasks feeding a classifier actor pool, committed Parquet).
+Peak memory is the largest summed RSS of this process and all its descendants (Ray's raylet,
+workers and actors), read from /proc every 0.2 s. The first Parquet row: seconds from the start
+of classify until a Parquet file (staged or committed) exists under the output.
 """
 
 from __future__ import annotations
@@ -19,11 +28,18 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from pipeline.inference import classify, classify_sequential  # noqa: E402
+import torch  # noqa: E402
+
+from pipeline import storage  # noqa: E402
+from pipeline.inference import Classifier, classify, classify_sequential  # noqa: E402
+from pipeline.model_store import load_model  # noqa: E402
 from pipeline.models.checkpoint import ModelConfig, save_checkpoint  # noqa: E402
 from pipeline.ray_runtime import ensure_ray  # noqa: E402
+from pipeline.segments import decode_video  # noqa: E402
 from pipeline.synthetic import make_corpus  # noqa: E402
+from results import record  # noqa: E402
 
 
 def tree_rss(root: int) -> int:
@@ -69,6 +85,48 @@ class PeakRss:
         self._thread.join()
 
 
+class FirstParquet:
+    """Seconds until a .parquet file appears anywhere under `folder` (polled every 0.05 s)."""
+
+    def __init__(self, folder: Path):
+        self.folder, self.seconds = folder, None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set() and self.seconds is None:
+            if any(self.folder.rglob("*.parquet")):
+                self.seconds = time.perf_counter() - self._started
+            time.sleep(0.05)
+
+    def __enter__(self):
+        self._started = time.perf_counter()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def halves(folder: str, model: str) -> tuple[float, float]:
+    """(decode-only seconds, inference-only seconds) of the sequential loop's work, 1 thread."""
+    torch.set_num_threads(1)
+    loaded = load_model(model)
+    config = loaded.config
+    started = time.perf_counter()
+    records = []
+    for video in storage.list_videos(folder):
+        listed = {"video_uri": video.uri, "video_etag": video.etag, "video_bytes": video.size}
+        records += decode_video(listed, config.frames, config.size, config.window_seconds(None))
+    decode_s = time.perf_counter() - started
+    classifier = Classifier(loaded)
+    started = time.perf_counter()
+    for start in range(0, len(records), 16):
+        classifier.rows(records[start:start + 16])
+    return decode_s, time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--clips", type=int, default=200)
@@ -82,24 +140,40 @@ def main() -> None:
         save_checkpoint(config.build(), config, root / "model.pt")
         model = str(root / "model.pt")
 
+        threads = torch.get_num_threads()
+        decode_s, infer_s = halves(str(root / "x1"), model)
+        torch.set_num_threads(threads)
         with PeakRss() as seq_mem:
             seq = classify_sequential(str(root / "x1"), str(root / "seq.parquet"), model)
         ensure_ray(num_cpus=os.cpu_count())
         classify(str(root / "x1"), str(root / "warmup"), model)  # actor start-up, imports
-        with PeakRss() as ray_mem_1x:
+        with PeakRss() as ray_mem_1x, FirstParquet(root / "ray1") as first:
             ray_1x = classify(str(root / "x1"), str(root / "ray1"), model)
         with PeakRss() as ray_mem_4x:
             ray_4x = classify(str(root / "x4"), str(root / "ray4"), model)
 
     mib = 1024 * 1024
+    videos = seq["videos"]
+    bound_s = max(decode_s, infer_s)
+    print(f"decode only     : {videos:4d} clips {videos / decode_s:6.2f} videos/s (1 thread)")
+    print(f"inference only  : {videos:4d} clips {videos / infer_s:6.2f} videos/s (1 thread)")
+    print(f"overlap bound   : {videos:4d} clips {videos / bound_s:6.2f} videos/s "
+          f"(the slower of the two)")
     print(f"sequential loop : {seq['videos']:4d} clips {seq['videos_per_s']:6.2f} videos/s "
-          f"peak RSS {seq_mem.peak / mib:6.0f} MiB")
+          f"peak RSS {seq_mem.peak / mib:6.0f} MiB ({threads} torch threads)")
     print(f"ray data 1x     : {ray_1x['videos']:4d} clips {ray_1x['videos_per_s']:6.2f} videos/s "
           f"peak RSS {ray_mem_1x.peak / mib:6.0f} MiB (driver + raylet + workers)")
     print(f"ray data 4x     : {ray_4x['videos']:4d} clips {ray_4x['videos_per_s']:6.2f} videos/s "
           f"peak RSS {ray_mem_4x.peak / mib:6.0f} MiB")
-    print(f"speed-up ray/sequential at 1x: {ray_1x['videos_per_s'] / seq['videos_per_s']:.2f}; "
-          f"peak memory 4x/1x: {ray_mem_4x.peak / ray_mem_1x.peak:.2f}")
+    record("pipeline vs sequential loop (videos/s)", ray_1x["videos_per_s"] / seq["videos_per_s"],
+           target=1.5, note=f"{videos} short clips; classify (Ray Data) / classify_sequential")
+    record("pipeline vs overlap bound", ray_1x["videos_per_s"] / (videos / bound_s), target=0.8,
+           note="bound: the slower of decode-only and inference-only, 1 thread each")
+    record("peak memory 4x corpus / 1x", ray_mem_4x.peak / ray_mem_1x.peak, target=1.25,
+           higher_is_better=False)
+    if first.seconds is not None:
+        record("seconds to the first Parquet row (classify, staged file)", first.seconds,
+               note=f"of {ray_1x['wall_s']:.1f} s for the whole classify")
 
 
 if __name__ == "__main__":
