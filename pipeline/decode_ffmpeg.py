@@ -9,7 +9,6 @@ first (MP4s often keep their index at the end, which ffmpeg can only reach by se
 from __future__ import annotations
 
 import functools
-import io
 import os
 import re
 import shutil
