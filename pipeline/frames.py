@@ -8,6 +8,7 @@ sampling, cutting long videos into consecutive windows (segments), and probing. 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
@@ -21,6 +22,8 @@ from pathlib import Path
 
 import ffmpeg  # ffmpeg-python: builds the command lines; we run them ourselves for timeouts
 import numpy as np
+
+from .infrastructure import MACHINE_ERRNOS, InfrastructureError, node_name, temp_dir
 
 DEFAULT_NUM_FRAMES = 20
 DEFAULT_SIZE = (64, 64)  # (height, width)
@@ -67,13 +70,27 @@ class Segment:
 
 @functools.cache
 def ffmpeg_exe() -> str:
-    """The ffmpeg on PATH if there is one, else the binary shipped in the imageio-ffmpeg wheel."""
+    """The ffmpeg on PATH if there is one, else the binary shipped in the imageio-ffmpeg wheel
+    (or IMAGEIO_FFMPEG_EXE). InfrastructureError when there is none: no video decodes here."""
     on_path = shutil.which("ffmpeg")
     if on_path:
         return on_path
     import imageio_ffmpeg
 
-    return imageio_ffmpeg.get_ffmpeg_exe()
+    try:
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except RuntimeError as exc:
+        raise InfrastructureError(f"node {node_name()}: no ffmpeg ({exc})") from None
+
+
+def _run_ffmpeg(start, cmd: list[str]):
+    """start(cmd) (Popen or run), with a missing or unusable binary reported as the node's
+    failure rather than the video's."""
+    try:
+        return start(cmd)
+    except (FileNotFoundError, PermissionError) as exc:
+        raise InfrastructureError(f"node {node_name()}: cannot run ffmpeg {cmd[0]} "
+                                  f"({exc.strerror})") from None
 
 
 def sample_indices(num_decoded: int, num_frames: int) -> np.ndarray:
@@ -165,7 +182,8 @@ def probe(source: str | os.PathLike | bytes, timeout_s: float = DEFAULT_TIMEOUT_
             .compile(cmd=ffmpeg_exe())
         )
         try:
-            done = subprocess.run(cmd, capture_output=True, timeout=timeout_s)
+            done = _run_ffmpeg(lambda c: subprocess.run(c, capture_output=True, timeout=timeout_s),
+                               cmd)
         except subprocess.TimeoutExpired:  # run() kills and reaps the process
             raise VideoDecodeError(f"probe timed out after {timeout_s:g}s") from None
         stderr = done.stderr.decode("utf-8", "replace").splitlines()
@@ -215,15 +233,24 @@ class _local_path:
     def _to_temp(self, data: bytes, suffix: str) -> str:
         if not data:
             raise VideoDecodeError("empty input (0 bytes)")
-        tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-        fd, self._tmp = tempfile.mkstemp(prefix="vidpipe-", suffix=suffix, dir=tmp_dir)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
+        tmp_dir = temp_dir()
+        try:
+            fd, self._tmp = tempfile.mkstemp(prefix="vidpipe-", suffix=suffix, dir=tmp_dir)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+        except OSError as exc:
+            self.__exit__()  # a half-written temp file must not stay behind
+            if exc.errno in MACHINE_ERRNOS:  # full /dev/shm: every video would fail the same way
+                raise InfrastructureError(f"node {node_name()}: cannot stage videos in "
+                                          f"{tmp_dir or tempfile.gettempdir()} ({exc.strerror})") from None
+            raise
         return self._tmp
 
     def __exit__(self, *exc) -> None:
         if self._tmp:
-            os.unlink(self._tmp)
+            tmp, self._tmp = self._tmp, None
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
 
 
 def _read_remote(uri: str) -> bytes:
@@ -267,15 +294,30 @@ _DURATION_RE = re.compile(r"Duration: (?P<h>\d+):(?P<m>\d+):(?P<s>[\d.]+)")
 _VIDEO_RE = re.compile(r"Stream #0:\d+.*?: Video: (?P<codec>\w+)")
 _SIZE_RE = re.compile(r"[ ,](?P<w>\d{1,5})x(?P<h>\d{1,5})[ ,]")
 _FPS_RE = re.compile(r"(?P<fps>[\d.]+k?) (?:fps|tbr)")
+# The filter graph's input at verbose level: the stream's exact rational rate ("fr:24000/1001"),
+# where the header shows two decimals ("23.98 fps").
+_GRAPH_RATE_RE = re.compile(r"input from stream 0:\d+ .* fr:(?P<rate>\d+/\d+)")
+
+
+def frame_rate(text: str) -> float:
+    """A frame rate written as a rational ("24000/1001", as ffprobe's r_frame_rate, PyAV's
+    Fraction or ffmpeg's filter graph give it) or a decimal, as a float; 0.0 when unknown
+    ("0/0"). Any decoding backend can use it: the exact rate keeps windows from drifting."""
+    numerator, _, denominator = text.strip().partition("/")
+    if not denominator:
+        return float(numerator)
+    return float(numerator) / float(denominator) if float(denominator) else 0.0
 
 
 def _parse_header(lines: list[str]) -> _Header | None:
     """The first input's container and first video stream, from ffmpeg's info log."""
-    container, duration, video_line = "", 0.0, None
+    container, duration, video_line, exact_fps = "", 0.0, None, 0.0
     for line in lines:
         if "Output #0" in line:
             break
-        if match := _INPUT_RE.search(line):
+        if match := _GRAPH_RATE_RE.search(line):
+            exact_fps = exact_fps or frame_rate(match["rate"])
+        elif match := _INPUT_RE.search(line):
             container = match["container"].rstrip(",")
         elif match := _DURATION_RE.search(line):
             duration = int(match["h"]) * 3600 + int(match["m"]) * 60 + float(match["s"])
@@ -291,7 +333,7 @@ def _parse_header(lines: list[str]) -> _Header | None:
         text = fps_match["fps"]
         fps = float(text[:-1]) * 1000 if text.endswith("k") else float(text)
     width, height = (int(size["w"]), int(size["h"])) if size else (0, 0)
-    return _Header(container, codec, width, height, fps, duration)
+    return _Header(container, codec, width, height, exact_fps or fps, duration)
 
 
 def _reject_non_video(header: _Header | None) -> None:
@@ -344,7 +386,8 @@ class _FrameStream:
                 fps_mode="passthrough",
                 filter_threads=1,
             )
-            .global_args("-nostdin", "-hide_banner", "-nostats", "-loglevel", "level+info")
+            # verbose: the filter graph's line carries the exact frame rate (frame_rate()).
+            .global_args("-nostdin", "-hide_banner", "-nostats", "-loglevel", "level+verbose")
             .compile(cmd=ffmpeg_exe())
         )
         self._stderr: list[str] = []
@@ -352,9 +395,9 @@ class _FrameStream:
         self._timed_out = False
 
     def __enter__(self) -> _FrameStream:
-        self._proc = subprocess.Popen(
-            self._cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
+        self._proc = _run_ffmpeg(lambda c: subprocess.Popen(
+            c, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        ), self._cmd)
         self._drain = threading.Thread(target=self._drain_stderr, daemon=True)
         self._drain.start()
         self._timer = threading.Timer(self._timeout_s, self._kill_on_timeout)
