@@ -90,9 +90,10 @@ def check_nodes(input_uri: str) -> None:
         local = os.path.abspath(input_uri.removeprefix("file://"))
         if not os.path.exists(local):
             local = None  # missing here too: the listing reports it, as on one node
-    check = ray.remote(check_this_node).options(num_cpus=0, max_retries=0)
-    pending = [check.options(scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"],
-                                                                                 soft=False))
+    check = ray.remote(check_this_node)
+    pending = [check.options(num_cpus=0, max_retries=0,
+                             scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"],
+                                                                                soft=False))
                .remote(local) for node in ray.nodes() if node.get("Alive")]
     problems = [problem for problem in ray.get(pending) if problem]
     if problems:
