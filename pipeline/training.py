@@ -26,8 +26,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .errors import InvalidInput
 from . import devices
+from .errors import InvalidInput
 from .models import clips_to_tensor, predict_probs
 from .models.checkpoint import ModelConfig, unwrap
 
@@ -288,9 +288,8 @@ def train_distributed(config: ModelConfig, train_clips, val_clips, settings: Tra
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from .models.checkpoint import load_checkpoint
-
     from .credentials import for_workers, redact
+    from .models.checkpoint import load_checkpoint
 
     if mlflow:
         mlflow = {**mlflow, "tracking_uri": redact(mlflow["tracking_uri"]),
