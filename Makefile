@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test test-all test-gpu bench clean
 
 setup: $(STAMP)
 
@@ -20,6 +20,16 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Everything, the load tests included.
+test-all: $(STAMP)
+	$(BIN)/python -m pytest -m '' $(PYTEST_ARGS)
+
+# The CUDA checks: they need only torch, numpy and this package (any python with a CUDA torch:
+# `make test-gpu GPU_PYTHON=python3` on a stock PyTorch image). Skipped, saying so, without CUDA.
+GPU_PYTHON ?= $(BIN)/python
+test-gpu:
+	$(GPU_PYTHON) -m pytest tests/gpu --confcutdir=tests/gpu -p no:cacheprovider $(PYTEST_ARGS)
 
 # Every bench_*.py records its ratios in bench-results.json; summary.py prints them as one table.
 bench: $(STAMP)

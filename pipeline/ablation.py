@@ -12,6 +12,7 @@ import os
 import time
 
 from .clips import dataset_fingerprint, to_arrays
+from .errors import InvalidInput
 from .evaluation import evaluate
 from .models import count_parameters
 from .models.checkpoint import ModelConfig, save_checkpoint
@@ -47,7 +48,7 @@ def run_ablation(args, say) -> dict:
     archs = args.archs or list(VARIANTS)
     data = split_data(args.data, args.val, args.val_fraction, args.seed)
     if not data.val:
-        raise ValueError("the ablation needs validation videos (--val, or several groups in DATA)")
+        raise InvalidInput("the ablation needs validation videos (--val, or several groups in DATA)")
     ensure_ray(args.ray_address)
     train, val = decode_split(data, args.frames, args.size, args.cache, args.window_seconds,
                               say)

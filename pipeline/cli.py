@@ -11,9 +11,11 @@ import json
 import sys
 from collections.abc import Callable
 
-from . import storage, synthetic
+from . import infrastructure, storage, synthetic
 from .corpus import CorpusError
+from .errors import InvalidInput
 from .frames import DECODERS, DEFAULT_DECODER, VideoDecodeError
+from .infrastructure import InfrastructureError
 from .inference import TooManyErrors
 from .lease import LeaseHeld, LeaseLost
 from .models import DEFAULT_ARCH, PAPER_ARCH, canonical_arch, list_models
@@ -31,10 +33,12 @@ class JobFailed(Exception):
     """The job ran but its result is not acceptable (exit 1)."""
 
 
-# Errors that are the user's input, reported as one line; anything else is a bug and keeps its traceback.
+# Errors that are the user's input or the environment's (storage answers with OSError, a node
+# without ffmpeg with InfrastructureError), reported as one line; anything else is a bug and keeps
+# its traceback (a bare ValueError included).
 EXPECTED_ERRORS = (VideoDecodeError, CorpusError, CheckpointError, JobFailed, TooManyErrors,
-                   RegistrationFailed, LeaseHeld, LeaseLost, FileNotFoundError, PermissionError,
-                   ValueError)
+                   RegistrationFailed, LeaseHeld, LeaseLost, InvalidInput, InfrastructureError,
+                   OSError)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -171,12 +175,14 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"vidpipe: error: {exc}", file=sys.stderr)
         return 2
-    except EXPECTED_ERRORS as exc:
-        print(f"vidpipe: error: {_one_line(exc)}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("vidpipe: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        if (expected := _expected(exc)) is None:
+            raise
+        print(f"vidpipe: error: {_one_line(expected)}", file=sys.stderr)
+        return 1
     if args.json:
         print(json.dumps(summary, default=str))
     return 0
@@ -319,6 +325,17 @@ def _settings(args) -> TrainSettings:
 def _reporter(args) -> Callable[[str], None]:
     # Human progress goes to stderr so that stdout stays clean for --json.
     return lambda message: print(message, file=sys.stderr, flush=True)
+
+
+def _expected(exc: Exception) -> BaseException | None:
+    """The expected error `exc` is, or wraps (Ray task errors carry the original as `cause`, and
+    their text is a remote traceback); None for a bug."""
+    if (node_failure := infrastructure.find(exc)) is not None:
+        return node_failure
+    inner = getattr(exc, "cause", None)
+    if isinstance(inner, EXPECTED_ERRORS):
+        return inner
+    return exc if isinstance(exc, EXPECTED_ERRORS) else None
 
 
 def _one_line(exc: BaseException) -> str:

@@ -24,6 +24,7 @@ import numpy as np
 
 from .corpus import LabelledVideo
 from .frames import DEFAULT_DECODER
+from .errors import InvalidInput
 from .segments import clip_arrays, decode_video
 from .storage import arrow_destination, filesystem, fingerprint
 
@@ -85,7 +86,7 @@ def decode_labelled(videos: Sequence[LabelledVideo], frames: int, size: int,
     if cache_dir and (cached := _read_cache(cache_dir)) is not None:
         return cached
     if not videos:
-        raise ValueError("no videos to decode")
+        raise InvalidInput("no videos to decode")
     cpus = int(ray.cluster_resources().get("CPU", 1))
     decoded = (
         ray.data.from_items([{"uri": v.uri, "label": v.label} for v in videos],

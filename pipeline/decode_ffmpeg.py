@@ -8,6 +8,7 @@ first (MP4s often keep their index at the end, which ffmpeg can only reach by se
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import re
@@ -23,19 +24,34 @@ import ffmpeg  # ffmpeg-python: builds the command lines; we run them ourselves 
 import numpy as np
 
 from .frames import (MIN_DECODED_SHARE, Segment, VideoDecodeError, VideoInfo, deadline_s,
-                     finish_segments, make_segment, reject_non_video, sample_indices,
-                     window_of_frame)
+                     finish_segments, frame_rate, make_segment, reject_non_video,
+                     sample_indices, window_of_frame)
+from .infrastructure import MACHINE_ERRNOS, InfrastructureError, node_name, temp_dir
 
 
 @functools.cache
 def ffmpeg_exe() -> str:
-    """The ffmpeg on PATH if there is one, else the binary shipped in the imageio-ffmpeg wheel."""
+    """The ffmpeg on PATH if there is one, else the binary shipped in the imageio-ffmpeg wheel
+    (or IMAGEIO_FFMPEG_EXE). InfrastructureError when there is none: no video decodes here."""
     on_path = shutil.which("ffmpeg")
     if on_path:
         return on_path
     import imageio_ffmpeg
 
-    return imageio_ffmpeg.get_ffmpeg_exe()
+    try:
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except RuntimeError as exc:
+        raise InfrastructureError(f"node {node_name()}: no ffmpeg ({exc})") from None
+
+
+def _run_ffmpeg(start, cmd: list[str]):
+    """start(cmd) (Popen or run), with a missing or unusable binary reported as the node's
+    failure rather than the video's."""
+    try:
+        return start(cmd)
+    except (FileNotFoundError, PermissionError) as exc:
+        raise InfrastructureError(f"node {node_name()}: cannot run ffmpeg {cmd[0]} "
+                                  f"({exc.strerror})") from None
 
 
 # --- the backend's API (frames.py calls these with an opened input) -----------------------------
@@ -78,7 +94,8 @@ def probe(source, timeout_s: float) -> VideoInfo:
             .compile(cmd=ffmpeg_exe())
         )
         try:
-            done = subprocess.run(cmd, capture_output=True, timeout=timeout_s)
+            done = _run_ffmpeg(lambda c: subprocess.run(c, capture_output=True, timeout=timeout_s),
+                               cmd)
         except subprocess.TimeoutExpired:  # run() kills and reaps the process
             raise VideoDecodeError(f"probe timed out after {timeout_s:g}s") from None
         stderr = done.stderr.decode("utf-8", "replace").splitlines()
@@ -113,16 +130,25 @@ class _local_path:
     def __enter__(self) -> str:
         if isinstance(self._source, str):
             return self._source
-        tmp_dir = "/dev/shm" if os.path.isdir("/dev/shm") and os.access("/dev/shm", os.W_OK) else None
-        fd, self._tmp = tempfile.mkstemp(prefix="vidpipe-", suffix=".video", dir=tmp_dir)
-        with os.fdopen(fd, "wb") as handle:
-            self._source.seek(0)
-            shutil.copyfileobj(self._source, handle, 1024 * 1024)
+        tmp_dir = temp_dir()
+        try:
+            fd, self._tmp = tempfile.mkstemp(prefix="vidpipe-", suffix=".video", dir=tmp_dir)
+            with os.fdopen(fd, "wb") as handle:
+                self._source.seek(0)
+                shutil.copyfileobj(self._source, handle, 1024 * 1024)
+        except OSError as exc:
+            self.__exit__()  # a half-written temp file must not stay behind
+            if exc.errno in MACHINE_ERRNOS:  # full /dev/shm: every video would fail the same way
+                raise InfrastructureError(f"node {node_name()}: cannot stage videos in "
+                                          f"{tmp_dir or tempfile.gettempdir()} ({exc.strerror})") from None
+            raise
         return self._tmp
 
     def __exit__(self, *exc) -> None:
         if self._tmp:
-            os.unlink(self._tmp)
+            tmp, self._tmp = self._tmp, None
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
 
 
 def _ffmpeg_path_arg(path: str) -> str:
@@ -156,15 +182,20 @@ _DURATION_RE = re.compile(r"Duration: (?P<h>\d+):(?P<m>\d+):(?P<s>[\d.]+)")
 _VIDEO_RE = re.compile(r"Stream #0:\d+.*?: Video: (?P<codec>\w+)")
 _SIZE_RE = re.compile(r"[ ,](?P<w>\d{1,5})x(?P<h>\d{1,5})[ ,]")
 _FPS_RE = re.compile(r"(?P<fps>[\d.]+k?) (?:fps|tbr)")
+# The filter graph's input at verbose level: the stream's exact rational rate ("fr:24000/1001"),
+# where the header shows two decimals ("23.98 fps").
+_GRAPH_RATE_RE = re.compile(r"input from stream 0:\d+ .* fr:(?P<rate>\d+/\d+)")
 
 
 def _parse_header(lines: list[str]) -> _Header | None:
     """The first input's container and first video stream, from ffmpeg's info log."""
-    container, duration, video_line = "", 0.0, None
+    container, duration, video_line, exact_fps = "", 0.0, None, 0.0
     for line in lines:
         if "Output #0" in line:
             break
-        if match := _INPUT_RE.search(line):
+        if match := _GRAPH_RATE_RE.search(line):
+            exact_fps = exact_fps or frame_rate(match["rate"])
+        elif match := _INPUT_RE.search(line):
             container = match["container"].rstrip(",")
         elif match := _DURATION_RE.search(line):
             duration = int(match["h"]) * 3600 + int(match["m"]) * 60 + float(match["s"])
@@ -180,7 +211,7 @@ def _parse_header(lines: list[str]) -> _Header | None:
         text = fps_match["fps"]
         fps = float(text[:-1]) * 1000 if text.endswith("k") else float(text)
     width, height = (int(size["w"]), int(size["h"])) if size else (0, 0)
-    return _Header(container, codec, width, height, fps, duration)
+    return _Header(container, codec, width, height, exact_fps or fps, duration)
 
 
 def _reject_non_video(header: _Header | None) -> None:
@@ -231,7 +262,8 @@ class _FrameStream:
                 fps_mode="passthrough",
                 filter_threads=1,
             )
-            .global_args("-nostdin", "-hide_banner", "-nostats", "-loglevel", "level+info")
+            # verbose: the filter graph's line carries the exact frame rate (frame_rate()).
+            .global_args("-nostdin", "-hide_banner", "-nostats", "-loglevel", "level+verbose")
             .compile(cmd=ffmpeg_exe())
         )
         self._stderr: list[str] = []
@@ -241,9 +273,9 @@ class _FrameStream:
         self._done = threading.Event()
 
     def __enter__(self) -> _FrameStream:
-        self._proc = subprocess.Popen(
-            self._cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
+        self._proc = _run_ffmpeg(lambda c: subprocess.Popen(
+            c, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        ), self._cmd)
         self._drain = threading.Thread(target=self._drain_stderr, daemon=True)
         self._drain.start()
         self._started = time.monotonic()

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from torch import nn
 
+from .errors import InvalidInput
 from .models import TOP_K, predict_probs
 
 
@@ -50,7 +51,7 @@ def evaluate(model: nn.Module, class_names: Sequence[str], frames: int, clips: n
              batch_size: int = 16) -> Evaluation:
     """Score `model` on uint8 clips [N, T, H, W, 3] with true label indices [N]."""
     if len(clips) == 0:
-        raise ValueError("nothing to evaluate: no clips could be decoded")
+        raise InvalidInput("nothing to evaluate: no clips could be decoded")
     started = time.perf_counter()
     probs = predict_probs(model, clips, batch_size)
     seconds = time.perf_counter() - started
@@ -154,7 +155,7 @@ def run_evaluation(data: str, model_ref: str, *, out: str | None = None,
     corpus = read_corpus(data)
     unknown = sorted(set(corpus.class_names) - set(config.class_names))
     if unknown:
-        raise ValueError(f"{data} has classes the model does not know: {', '.join(unknown)}")
+        raise InvalidInput(f"{data} has classes the model does not know: {', '.join(unknown)}")
     ensure_ray(ray_address)
     decoded = decode_labelled(corpus.videos, config.frames, config.size,
                               window_seconds=config.window_seconds(window_seconds),

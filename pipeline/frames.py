@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+
 DEFAULT_NUM_FRAMES = 20
 DEFAULT_SIZE = (64, 64)  # (height, width)
 # The decode deadline: DEFAULT_TIMEOUT_S per started minute of video (a 60-minute video gets an
@@ -91,6 +92,16 @@ def ffmpeg_exe() -> str:
 
 
 # --- pure planning ------------------------------------------------------------------------------
+
+
+def frame_rate(text: str) -> float:
+    """A frame rate written as a rational ("24000/1001", as ffprobe's r_frame_rate, PyAV's
+    Fraction or ffmpeg's filter graph give it) or a decimal, as a float; 0.0 when unknown
+    ("0/0"). The exact rate keeps windows from drifting (ffmpeg's header shows two decimals)."""
+    numerator, _, denominator = text.strip().partition("/")
+    if not denominator:
+        return float(numerator)
+    return float(numerator) / float(denominator) if float(denominator) else 0.0
 
 
 def sample_indices(num_decoded: int, num_frames: int) -> np.ndarray:

@@ -24,6 +24,7 @@ import torch
 
 from . import commit, faults, storage
 from .frames import DEFAULT_DECODER
+from .infrastructure import check_nodes
 from .model_store import LoadedModel, load_model
 from .models import predict_probs
 from .rows import error_row, prediction_row, rows_to_table
@@ -220,6 +221,7 @@ def classify(input_uri: str, output_uri: str, model_ref: str, *, window_seconds:
     started = time.perf_counter()
     loaded = load_model(model_ref, mlflow_uri)  # resolve the REF once, ship the bytes
     ensure_ray(ray_address)
+    check_nodes(input_uri, decoder)  # a node that cannot decode fails the job now, not per video
     run_id = commit.new_run_id()
     # No lease for classify: roll forward what crashed classify runs left, delete no one's staging.
     commit.recover(output_uri, run_id, discard_staging=False)

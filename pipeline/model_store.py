@@ -62,6 +62,9 @@ def _load_mlflow(ref: str, uri: str) -> LoadedModel:
         if match := _MODELS_ALIAS.match(ref):
             version = client.get_model_version_by_alias(match["name"], match["alias"])
             lineage = Lineage(match["name"], str(version.version), version.run_id)
+            # Download the version the alias named just now, not the alias again: a promotion
+            # in between would give rows naming version N the predictions of N+1.
+            ref = f"models:/{match['name']}/{version.version}"
         elif match := _MODELS_VERSION.match(ref):
             version = client.get_model_version(match["name"], match["version"])
             lineage = Lineage(match["name"], str(version.version), version.run_id)

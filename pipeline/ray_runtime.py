@@ -41,10 +41,14 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     import ray
     import ray.data
 
-    from . import faults, storage
+    from . import credentials, faults, storage
 
     if ray.is_initialized():
         return
+    # Before Ray starts (local workers inherit this environment) and records the command line.
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        credentials.adopt_uri_credentials(os.environ["MLFLOW_TRACKING_URI"])
+    credentials.redact_ray_entrypoint()
     address = address or os.environ.get("RAY_ADDRESS") or None
     # What workers need from this process's environment; a submitted job's own runtime_env
     # already carries what it sets (and Ray refuses the same variable from both).

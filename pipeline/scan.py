@@ -42,6 +42,7 @@ import pyarrow.compute as pc
 from . import commit, faults, storage
 from .inference import (TooManyErrors, listing_dataset, manifest_totals, predictions,
                         stage_rows)
+from .infrastructure import check_nodes
 from .model_store import load_model
 
 PREDICTIONS = "predictions"
@@ -246,6 +247,8 @@ def run_scan(request: ScanRequest, say: Callable[[str], None]) -> dict:
     scan_date = request.scan_date or started_at.date()
     run_id = commit.new_run_id(started_at)
     ensure_ray(request.ray_address)
+    if not request.dry_run:  # a node that cannot decode fails the scan now, not per video
+        check_nodes(request.archive, request.decoder)
     _use_hash_shuffle()
     record = {"kind": "scan", "run_id": run_id, "scan_date": scan_date.isoformat(),
               "archive": request.archive, "output": request.output, "model": request.model,

@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 
 from .frames import DEFAULT_DECODER, DEFAULT_TIMEOUT_S, VideoDecodeError, sample_segments
+from .infrastructure import InfrastructureError
 from .storage import open_video
 
 SEGMENT_SCHEMA = pa.schema([
@@ -53,6 +54,8 @@ def decode_video(video: dict, frames: int, size: int, window_seconds: float | No
                 info, segments = sample_segments(source, num_frames=frames, size=(size, size),
                                                  window_seconds=window_seconds,
                                                  timeout_s=timeout_s, decoder=decoder)
+    except InfrastructureError:
+        raise  # the node, not the video: fail the job (infrastructure.py)
     except VideoDecodeError as exc:
         return [error_record(listed, str(exc), retry=False)]
     except FileNotFoundError:  # gone since it was listed: the next listing says what happened

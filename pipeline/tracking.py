@@ -9,7 +9,6 @@ and never unpickle the pyfunc wrapper.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import tempfile
 import time
@@ -18,14 +17,19 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .credentials import adopt_uri_credentials, redact
+
 CHECKPOINT_FILE = "checkpoint.pt"
 MODEL_NAME_IN_RUN = "model"
 PYFUNC_CODE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "mlflow_pyfunc.py")
 
 
 def tracking_uri(uri: str | None = None) -> str:
-    """--mlflow-uri, else MLFLOW_TRACKING_URI, else a local sqlite store in the working dir."""
-    return uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{os.path.abspath('mlflow.db')}"
+    """--mlflow-uri, else MLFLOW_TRACKING_URI, else a local sqlite store in the working dir; any
+    user:password@ in it moves into MLflow's credential variables (credentials.py), so the URI
+    returned can be stored and printed."""
+    return adopt_uri_credentials(
+        uri or os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{os.path.abspath('mlflow.db')}")
 
 
 def log_model(checkpoint_path: str, registered_name: str | None = None):
@@ -173,14 +177,18 @@ class GateDecision:
 
 
 def champion_version(uri: str, name: str) -> str | None:
-    """The version holding the champion alias of registered model `name`, if any."""
+    """The version holding the champion alias of registered model `name`; None only when the
+    registry says there is no such model. Any other failure (5xx, 403, refused connection)
+    raises: the gate must never crown a model it could not compare with the incumbent."""
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     try:
         model = MlflowClient(tracking_uri=uri, registry_uri=uri).get_registered_model(name)
-    except MlflowException:
-        return None
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
     version = model.aliases.get(CHAMPION)
     return str(version) if version is not None else None
 
@@ -203,7 +211,3 @@ def apply_gate(uri: str, name: str, version: str, new_accuracy: float,
     client.set_registered_model_alias(name, alias, version)
     return GateDecision(alias, new_accuracy, champion_accuracy, champion, reason)
 
-
-def redact(text: str) -> str:
-    """Drop credentials embedded in URIs (user:password@host) from text meant for logs."""
-    return re.sub(r"(://)[^/@\s]+@", r"\1***@", text)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .errors import InvalidInput
 from .clips import dataset_fingerprint, decode_labelled, to_arrays, with_fingerprints
 from .corpus import LabelledVideo, read_corpus, split_by_group
 from .evaluation import Evaluation, evaluate, plot_confusion, plot_learning_curve
@@ -85,7 +86,7 @@ def run_training(request: TrainRequest, say: Callable[[str], None]) -> dict:
     data.val = with_fingerprints(data.val)
     ensure_ray(request.ray_address)
     if request.use_gpu and not cluster_has_gpus():
-        raise ValueError("--gpus asked for GPU workers but the Ray cluster has no GPUs")
+        raise InvalidInput("--gpus asked for GPU workers but the Ray cluster has no GPUs")
     train, val = decode_split(data, request.frames, request.size, request.cache,
                               request.window_seconds, say)
 
@@ -169,7 +170,7 @@ def decode_split(data: LabelledData, frames: int, size: int, cache: str | None,
     for uri, reason in train.skipped + (val.skipped if val else []):
         say(f"skipped {uri}: {reason}")
     if not train.count:
-        raise ValueError("no training clip could be decoded")
+        raise InvalidInput("no training clip could be decoded")
     if cache:
         say(f"clip cache: train {train.cache}, validation {val.cache if val else '-'}")
     return train, val
@@ -293,7 +294,7 @@ def _check_resumable(run: RunSpec, marker: dict, identity: dict) -> None:
     differing = sorted({f"{part}.{key}" for part in identity for key in
                         set(identity[part]) | set(previous.get(part, {}))
                         if identity[part].get(key) != previous.get(part, {}).get(key)})
-    raise ValueError(f"Ray Train run {run.name} exists with other {', '.join(differing)}; "
+    raise InvalidInput(f"Ray Train run {run.name} exists with other {', '.join(differing)}; "
                      f"choose another --name (or remove {run.storage_path}/{run.name}) to start afresh")
 
 

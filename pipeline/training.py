@@ -26,8 +26,10 @@ import numpy as np
 import torch
 from torch import nn
 
+from . import devices
+from .errors import InvalidInput
 from .models import clips_to_tensor, predict_probs
-from .models.checkpoint import ModelConfig
+from .models.checkpoint import ModelConfig, unwrap
 
 
 REFERENCE_BATCH = 4  # the paper's batch: `lr` is the learning rate for a global batch of this size
@@ -195,7 +197,7 @@ def fit(config: ModelConfig, train: LabelledClips, val: LabelledClips | None,
         ) -> tuple[nn.Module, list[EpochStats]]:
     """Single-process training of a fresh model; returns it with per-epoch statistics."""
     if len(train.clips) == 0:
-        raise ValueError("no training clips could be decoded")
+        raise InvalidInput("no training clips could be decoded")
     torch.manual_seed(settings.seed)
     rng = np.random.default_rng(settings.seed)
     model = config.build()
@@ -280,13 +282,18 @@ def train_distributed(config: ModelConfig, train_clips, val_clips, settings: Tra
     """Train `config` on Ray Train workers; `train_clips`/`val_clips` are clip datasets (clips.py).
 
     `mlflow` ({"tracking_uri", "run_id"}) makes rank 0 log per-epoch metrics to that run; an MLflow
-    outage is logged by the worker and never stops training.
+    outage is logged by the worker and never stops training. The URI must carry no credentials:
+    the loop config is exported by Ray; they reach the workers through the object store.
     """
     import ray.train
     from ray.train.torch import TorchTrainer
 
+    from .credentials import for_workers, redact
     from .models.checkpoint import load_checkpoint
 
+    if mlflow:
+        mlflow = {**mlflow, "tracking_uri": redact(mlflow["tracking_uri"]),
+                  "credentials": for_workers()}
     datasets = {"train": train_clips}
     if val_clips is not None:
         datasets["val"] = val_clips
@@ -335,7 +342,8 @@ def _train_worker(loop_config: dict) -> None:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     torch.manual_seed(settings.seed)  # identical initial weights on every rank
-    model = config.build()
+    device = ray.train.torch.get_device()
+    model = config.build().to(device)
     optimizer = build_optimizer(model, settings)
     schedule = Schedule(settings, world, loop_config["steps_per_epoch"])
     start_epoch, history, resumed_from, best = 1, [], 0, BestEpoch()
@@ -343,15 +351,13 @@ def _train_worker(loop_config: dict) -> None:
         with checkpoint.as_directory() as directory:
             state = torch.load(os.path.join(directory, STATE_FILE), map_location="cpu",
                                weights_only=True)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        restore_training_state(model, optimizer, state)
         history = state["history"]
         resumed_from = int(state["epoch"])
         start_epoch = resumed_from + 1
         best = BestEpoch(**state["best"], state=state["checkpoint"])
         if rank == 0:
             _progress(f"resuming from the checkpoint of epoch {resumed_from}")
-    device = ray.train.torch.get_device()
     model = ray.train.torch.prepare_model(model)
     nodes = [ray.get_runtime_context().get_node_id()]
     if world > 1:  # where the workers run, for the summary (a multi-node run shows several)
@@ -365,7 +371,7 @@ def _train_worker(loop_config: dict) -> None:
     for epoch in range(start_epoch, settings.epochs + 1):
         rng = np.random.default_rng([settings.seed, epoch, rank])  # a resumed epoch replays its randomness
         model.train()
-        totals = torch.zeros(3, dtype=torch.float64)  # loss sum, correct, clips
+        loss_sum, correct, clips_seen = 0.0, 0, 0
         started = time.perf_counter()
         step = (epoch - 1) * schedule.steps_per_epoch
         for batch in train_shard.iter_batches(batch_size=settings.batch_size, batch_format="numpy",
@@ -376,15 +382,14 @@ def _train_worker(loop_config: dict) -> None:
             step += 1
             batch_loss, batch_correct = train_step(model, optimizer, clips, labels, settings, rng,
                                                    device)
-            totals += torch.tensor([batch_loss, batch_correct, len(labels)], dtype=torch.float64)
-        seconds = torch.tensor([time.perf_counter() - started], dtype=torch.float64)
-        if world > 1:
-            dist.all_reduce(totals)
-            dist.all_reduce(seconds, op=dist.ReduceOp.MAX)
-        count = max(1.0, float(totals[2]))
-        stats = EpochStats(epoch, float(totals[0]) / count, float(totals[1]) / count,
-                           float(totals[2]) / max(float(seconds[0]), 1e-9),
-                           seconds=float(seconds[0]))
+            loss_sum, correct, clips_seen = (loss_sum + batch_loss, correct + batch_correct,
+                                             clips_seen + len(labels))
+        # Reduced on the process group's device (NCCL only reduces CUDA tensors).
+        loss_sum, correct, clips_seen = devices.all_reduce([loss_sum, correct, clips_seen])
+        (seconds,) = devices.all_reduce([time.perf_counter() - started], op="max")
+        count = max(1.0, clips_seen)
+        stats = EpochStats(epoch, loss_sum / count, correct / count,
+                           clips_seen / max(seconds, 1e-9), seconds=seconds)
         if val_arrays is not None and len(val_arrays[0]):
             stats.val_accuracy, stats.val_loss = validation_stats(unwrap(model), *val_arrays)
             model.train()
@@ -400,8 +405,7 @@ def _train_worker(loop_config: dict) -> None:
         bare = unwrap(model)
         if best.offer(stats):
             best.state = checkpoint_bytes(bare, config)
-        state = {"model": {k: v.detach().cpu() for k, v in bare.state_dict().items()},
-                 "optimizer": optimizer.state_dict(), "epoch": epoch, "history": history,
+        state = {**training_state(bare, optimizer), "epoch": epoch, "history": history,
                  "resumed_from_epoch": resumed_from, "nodes": sorted(set(nodes)),
                  "checkpoint": best.state,  # the model kept: the best epoch on validation
                  "best": {"epoch": best.epoch, "val_accuracy": best.val_accuracy,
@@ -409,6 +413,30 @@ def _train_worker(loop_config: dict) -> None:
         with tempfile.TemporaryDirectory() as directory:
             torch.save(state, os.path.join(directory, STATE_FILE))
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+
+
+def training_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """Model and optimizer state for a checkpoint, on the CPU whatever device trained them."""
+    def to_cpu(value):
+        if torch.is_tensor(value):
+            return value.detach().cpu()
+        if isinstance(value, dict):
+            return {k: to_cpu(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [to_cpu(v) for v in value]
+        return value
+
+    return {"model": to_cpu(unwrap(model).state_dict()),
+            "optimizer": to_cpu(optimizer.state_dict())}
+
+
+def restore_training_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Load a `training_state` into a model already on its device and the optimizer built over it.
+
+    The order matters on a GPU: the optimizer casts its loaded state to its parameters' device,
+    so the model must be there first, or Adam's moments stay on the CPU."""
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
 
 
 def _progress(message: str) -> None:
@@ -458,7 +486,10 @@ class _EpochTracker:
         try:
             from mlflow import MlflowClient
 
+            from .credentials import use_on_worker
             from .tracking import metric_batch
+
+            use_on_worker(self.target.get("credentials"))
 
             client = MlflowClient(tracking_uri=self.target["tracking_uri"])
             metrics = {key: value for key, value in stats.__dict__.items()

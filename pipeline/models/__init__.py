@@ -8,12 +8,12 @@ batch normalisation after each convolution), `cnn3dgn_gru` (group normalisation)
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import torch
 from torch import nn
 
+from .. import devices
+from ..errors import InvalidInput
 from .backbones import BACKBONES
 from .heads import HEADS, build_head
 
@@ -65,7 +65,7 @@ def build_model(arch: str, num_classes: int, frames: int = 20, size: int = 64) -
     backbone_cls = BACKBONES[backbone_name]
     steps, features = backbone_cls.output_shape(frames, size)
     if steps < 1 or features < 1:
-        raise ValueError(f"{arch} needs larger clips than {frames} x {size} x {size}")
+        raise InvalidInput(f"{arch} needs larger clips than {frames} x {size} x {size}")
     return ActionClassifier(backbone_cls(), build_head(head_name, features, num_classes))
 
 
@@ -91,23 +91,24 @@ CPU_MAX_BATCH = 2
 
 
 @torch.inference_mode()
-def predict_probs(model: nn.Module, clips: np.ndarray, batch_size: int = 16) -> np.ndarray:
-    """Class probabilities float32 [N, C] for uint8 clips [N, T, H, W, 3], on the model's device.
+def predict_probs(model: nn.Module, clips: np.ndarray, batch_size: int = 16,
+                  mixed_precision: bool = False) -> np.ndarray:
+    """Class probabilities float32 [N, C] for uint8 clips [N, T, H, W, 3], on the model's device
+    (`mixed_precision`: float16 on CUDA, bfloat16 on the CPU).
 
     The one place where clips become probabilities: inference, evaluation, validation and the
     MLflow pyfunc all call it, so they cannot disagree.
     """
     model.eval()
-    tensor = next(itertools.chain(model.parameters(), model.buffers()), None)
-    device = tensor.device if tensor is not None else torch.device("cpu")
+    device = devices.of(model)
     if device.type == "cpu":
         batch_size = min(batch_size, CPU_MAX_BATCH)
-    outputs = [
-        torch.softmax(model(clips_to_tensor(clips[start:start + batch_size], device).to(device)),
-                      dim=1)
-        .float().cpu().numpy()
-        for start in range(0, len(clips), batch_size)
-    ]
+    outputs = []
+    for start in range(0, len(clips), batch_size):
+        batch = clips_to_tensor(clips[start:start + batch_size], device).to(device)
+        with devices.autocast(device, mixed_precision):
+            logits = model(batch)
+        outputs.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
     if not outputs:
         return np.zeros((0, 0), np.float32)
     return np.concatenate(outputs)

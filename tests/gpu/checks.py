@@ -1,0 +1,102 @@
+"""Device checks shared by tests/gpu (on CUDA) and tests/test_devices.py (the same code on the CPU,
+so they are known to run before a GPU ever sees them). Imports only torch, numpy and the
+package's pure modules: they run on a stock PyTorch CUDA image with no other installs."""
+
+from __future__ import annotations
+
+import io
+import socket
+
+import numpy as np
+import torch
+
+from pipeline import devices
+from pipeline.models import predict_probs
+from pipeline.models.checkpoint import ModelConfig, checkpoint_bytes, load_checkpoint
+from pipeline.training import (TrainSettings, build_optimizer, restore_training_state,
+                               train_step, training_state, validation_stats)
+
+CONFIG = ModelConfig("cnn3dbn_gru32", ("Left", "Right", "Up"), frames=8, size=32)
+
+
+def _clips(count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    clips = rng.integers(0, 256, (count, CONFIG.frames, CONFIG.size, CONFIG.size, 3), np.uint8)
+    return clips, rng.integers(0, CONFIG.num_classes, count).astype(np.int64)
+
+
+def _model(device: torch.device):
+    torch.manual_seed(0)
+    return CONFIG.build().to(device)
+
+
+def inference_from_uint8(device: torch.device) -> None:
+    """uint8 batches in, probabilities on the CPU out, the same as the CPU's."""
+    clips, _ = _clips(5)
+    model = _model(device)
+    probs = predict_probs(model, clips, batch_size=2)
+    assert probs.dtype == np.float32 and probs.shape == (5, CONFIG.num_classes)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+    on_cpu = predict_probs(model.cpu(), clips, batch_size=2)
+    np.testing.assert_allclose(probs, on_cpu, atol=1e-4)
+
+
+def train_validate_checkpoint_resume(device: torch.device) -> None:
+    """A training step, validation, a checkpoint, and a resume that continues exactly."""
+    settings = TrainSettings(seed=0)
+    clips, labels = _clips(4, seed=1)
+    model = _model(device)
+    optimizer = build_optimizer(model, settings)
+    loss, correct = train_step(model, optimizer, clips, labels, settings,
+                               np.random.default_rng(0), device)
+    assert np.isfinite(loss) and 0 <= correct <= len(labels)
+    accuracy, val_loss = validation_stats(model, clips, labels)
+    assert 0.0 <= accuracy <= 1.0 and np.isfinite(val_loss)
+
+    buffer = io.BytesIO()  # through bytes, as a Ray Train checkpoint goes
+    torch.save(training_state(model, optimizer), buffer)
+    state = torch.load(io.BytesIO(buffer.getvalue()), map_location="cpu", weights_only=True)
+    resumed = _model(device)
+    resumed_optimizer = build_optimizer(resumed, settings)
+    restore_training_state(resumed, resumed_optimizer, state)
+    for slot in resumed_optimizer.state.values():
+        for key, value in slot.items():
+            if torch.is_tensor(value) and key != "step":
+                assert value.device.type == device.type, f"optimizer state {key} on {value.device}"
+
+    # The next step from the original and from the resumed copy lands on the same weights.
+    for net, opt in ((model, optimizer), (resumed, resumed_optimizer)):
+        net.train()  # validation left the original in eval mode
+        torch.manual_seed(5)
+        train_step(net, opt, clips, labels, settings, np.random.default_rng(7), device)
+    for a, b in zip(model.state_dict().values(), resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+    loaded, _ = load_checkpoint(checkpoint_bytes(model, CONFIG))
+    np.testing.assert_allclose(predict_probs(loaded, clips), predict_probs(model, clips), atol=1e-4)
+
+
+def all_reduce_world_size_one(backend: str) -> None:
+    """devices.all_reduce on a real process group of one rank (NCCL needs CUDA tensors)."""
+    import torch.distributed as dist
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    try:
+        assert devices.all_reduce([1.5, 2.0, 3.0]) == [1.5, 2.0, 3.0]
+        assert devices.all_reduce([4.25], op="max") == [4.25]
+    finally:
+        dist.destroy_process_group()
+
+
+def mixed_precision_agrees(device: torch.device) -> None:
+    """Probabilities with mixed precision on and off agree within a half-precision tolerance."""
+    clips, _ = _clips(6, seed=2)
+    model = _model(device)
+    exact = predict_probs(model, clips, mixed_precision=False)
+    mixed = predict_probs(model, clips, mixed_precision=True)
+    assert mixed.dtype == np.float32
+    np.testing.assert_allclose(mixed, exact, atol=0.02)
+    assert (mixed.argmax(1) == exact.argmax(1)).mean() >= 5 / 6

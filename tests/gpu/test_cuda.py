@@ -1,0 +1,28 @@
+"""The GPU paths on CUDA: inference, a training step with validation, checkpoint and resume, NCCL
+all_reduce, mixed precision. The same checks run on the CPU in tests/test_devices.py."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import checks
+
+pytestmark = pytest.mark.gpu
+CUDA = torch.device("cuda")
+
+
+def test_classifier_inference_on_cuda_from_uint8_batches():
+    checks.inference_from_uint8(CUDA)
+
+
+def test_training_step_validation_checkpoint_and_resume_on_cuda():
+    checks.train_validate_checkpoint_resume(CUDA)
+
+
+def test_nccl_all_reduce_with_world_size_one():
+    checks.all_reduce_world_size_one("nccl")
+
+
+def test_mixed_precision_on_and_off_agree_on_cuda():
+    checks.mixed_precision_agrees(CUDA)
