@@ -9,6 +9,7 @@ raised mid-job by the decoding code when the same failures appear later.
 from __future__ import annotations
 
 import errno
+import importlib
 import os
 import socket
 import tempfile
@@ -64,7 +65,7 @@ def check_this_node(local_input: str | None, decoder: str = "ffmpeg") -> str | N
     where = f"node {node_name()}"
     if decoder == "pyav":
         try:
-            import av  # noqa: F401  (its wheel bundles FFmpeg: nothing else to check)
+            importlib.import_module("av")  # its wheel bundles FFmpeg: nothing else to check
         except Exception as exc:
             return f"{where}: PyAV cannot load ({type(exc).__name__}: {exc})"
     else:
