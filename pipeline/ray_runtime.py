@@ -45,6 +45,7 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
 
     if ray.is_initialized():
         return
+    _set_levels()  # importing ray configured its loggers at INFO; ray.init logs through them
     address = address or os.environ.get("RAY_ADDRESS") or None
     # What workers need from this process's environment; a submitted job's own runtime_env
     # already carries what it sets (and Ray refuses the same variable from both).
@@ -60,6 +61,8 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         # "local" explicitly: a bare ray.init() would join any cluster `ray start` left on this machine.
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **options)
     _set_levels()  # importing ray.data re-applies its own logging configuration
+    # Ray Data's per-operator bars only with --verbose: vidpipe shows one bar of its own (progress.py).
+    ray.data.DataContext.get_current().enable_progress_bars = _verbose
 
 
 def _submitted_job_env_vars() -> dict:
