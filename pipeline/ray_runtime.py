@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 
 _verbose = False
 
@@ -27,6 +28,12 @@ def set_verbose(verbose: bool) -> None:
         os.environ.setdefault("RAY_DATA_LOG_LEVEL", "ERROR")
         os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is imported
+        # MLflow draws tqdm bars for artifact transfers, also when stderr is a log file.
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        # MLflow's advice on the pyfunc wrapper's type hints is for MLflow users, not ours (the
+        # signature is explicit, see tracking.log_model); it is issued where the wrapper is loaded.
+        warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method",
+                                category=UserWarning)
     _set_levels()
 
 
@@ -53,7 +60,9 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     env = {name: value for name, value in {**storage.worker_env(), **faults.worker_env()}.items()
            if name not in given}
     # No `logging_config` here: it drops the "(name pid=N)" prefix of forwarded worker output.
-    options = {"log_to_driver": True, "runtime_env": {"env_vars": env} if env else None}
+    # logging_level: ray.init sets Ray's loggers to it (INFO by default), start-up lines included.
+    options = {"log_to_driver": True, "runtime_env": {"env_vars": env} if env else None,
+               "logging_level": logging.INFO if _verbose else logging.ERROR}
     if address:
         os.environ.setdefault("RAY_AUTH_MODE", "token")
         ray.init(address=address, **options)

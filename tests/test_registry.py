@@ -23,7 +23,7 @@ def store(tmp_path_factory) -> str:
 
     root = tmp_path_factory.mktemp("registry")
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    config = ModelConfig("cnn3d_none", ("MoveLeft", "MoveRight"), frames=4, size=16)
+    config = ModelConfig("cnn3d_none", ("MoveLeft", "MoveRight"), frames=8, size=32)
     checkpoint = root / "model.pt"
     torch.manual_seed(0)
     save_checkpoint(config.build(), config, checkpoint)
