@@ -57,7 +57,7 @@ def test_promote_moves_champion_and_records_who_and_why(store, capsys):
                     "--mlflow-uri", store]) == 0
     assert "champion is now v2 (was v1)" in capsys.readouterr().err
     client = MlflowClient(store, store)
-    assert client.get_model_version_by_alias("vidpipe", "champion").version == "2"
+    assert str(client.get_model_version_by_alias("vidpipe", "champion").version) == "2"
     tags = client.get_model_version("vidpipe", "2").tags
     assert tags["vidpipe.promote_reason"] == "better on night clips"
     assert tags["vidpipe.promoted_from"] == "1" and "@" in tags["vidpipe.promoted_by"]
