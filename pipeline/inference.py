@@ -152,10 +152,7 @@ def predictions(videos, loaded: LoadedModel, window_seconds: float | None = None
                                 "nodes": nodes})
         .map_batches(ClassifierActor, batch_size=batch_size, batch_format="pyarrow",
                      compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
-                     # The checkpoint (megabytes) by reference: passed inline, Ray would move the
-                     # actors' constructor arguments to the object store itself and log an
-                     # error-level warning about restartable actors on every run.
-                     fn_constructor_kwargs={"checkpoint": ray.put(loaded.checkpoint),
+                     fn_constructor_kwargs={"checkpoint": loaded.checkpoint,
                                             "lineage": loaded.lineage,
                                             "device": "cuda" if gpus else "cpu", "nodes": nodes,
                                             "progress": progress},
@@ -174,14 +171,10 @@ def _decode(videos: pa.Table, frames: int, size: int, window_seconds: float | No
 class ClassifierActor:
     """map_batches step: loads the model once per actor, turns segment batches into rows."""
 
-    def __init__(self, checkpoint, lineage, device: str = "cpu", nodes=None, progress=None):
-        import ray
-
+    def __init__(self, checkpoint: bytes, lineage, device: str = "cpu", nodes=None, progress=None):
         from .model_store import from_checkpoint_bytes
 
         torch.set_num_threads(1)  # one CPU per actor: parallelism comes from the actor pool
-        if isinstance(checkpoint, ray.ObjectRef):
-            checkpoint = ray.get(checkpoint)
         self.classifier = Classifier(from_checkpoint_bytes(checkpoint, lineage), device)
         self.nodes, self.progress = nodes, progress
 

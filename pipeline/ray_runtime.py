@@ -67,11 +67,24 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         os.environ.setdefault("RAY_AUTH_MODE", "token")
         ray.init(address=address, **options)
     else:
+        if not _verbose:
+            options["runtime_env"] = {**(options["runtime_env"] or {}),
+                                      "worker_process_setup_hook": "pipeline.ray_runtime.quiet_worker"}
         # "local" explicitly: a bare ray.init() would join any cluster `ray start` left on this machine.
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **options)
     _set_levels()  # importing ray.data re-applies its own logging configuration
     # Ray Data's per-operator bars only with --verbose: vidpipe shows one bar of its own (progress.py).
     ray.data.DataContext.get_current().enable_progress_bars = _verbose
+
+
+def quiet_worker() -> None:
+    """Worker setup hook of a quiet local Ray: Ray's own loggers at ERROR in every worker, and
+    Ray's State API pointed at this Ray (Ray Train's placement-group cleaner queries it; with
+    another Ray on the machine, a test's or a notebook's, it would fail with a traceback)."""
+    import ray
+
+    _set_levels()
+    os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
 
 
 def _submitted_job_env_vars() -> dict:
