@@ -21,8 +21,7 @@ from .cli import main as vidpipe
 MODEL_NAME = "vidpipe"  # the name the README's examples use: models:/vidpipe@champion
 # Everything a demo run writes under --out (train writes model-report/ and ray-train/ beside the
 # checkpoint): removed before the next run, and nothing else is.
-OUTPUTS = ("corpus", "model.pt", "model-report", "ray-train", "mlflow.db", "mlartifacts",
-           "predictions.parquet")
+OUTPUTS = ("corpus", "model.pt", "model-report", "ray-train", "mlflow.db", "predictions.parquet")
 
 
 def clean(out: str) -> None:
