@@ -1,17 +1,20 @@
-"""The `vidpipe` command: argument parsing and one-line errors; each subcommand calls the library.
+"""vidpipe classifies the actions in video archives: train a 3D CNN + GRU classifier on a labelled
+corpus (Ray Train, tracked in MLflow), then classify folders or S3 prefixes of videos into Parquet
+(Ray Data), once or as nightly incremental scans.
 
 Exit codes: 0 success, 1 the work failed (unreadable input, too many bad videos), 2 bad usage.
-With --json the last line on stdout is a JSON summary.
+With --json the last line on stdout is a JSON summary. Errors are one line on stderr.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable
 
-from . import infrastructure, storage, synthetic
+from . import infrastructure, preflight, storage, synthetic
 from .corpus import CorpusError
 from .errors import InvalidInput
 from .frames import DECODERS, DEFAULT_DECODER, VideoDecodeError
@@ -20,6 +23,7 @@ from .inference import TooManyErrors
 from .lease import LeaseHeld, LeaseLost
 from .models import DEFAULT_ARCH, PAPER_ARCH, canonical_arch, list_models
 from .models.checkpoint import CheckpointError
+from .preflight import PreflightError
 from .ray_runtime import set_verbose
 from .train_job import RegistrationFailed
 from .training import REFERENCE_BATCH, TrainSettings
@@ -36,19 +40,38 @@ class JobFailed(Exception):
 # Errors that are the user's input or the environment's (storage answers with OSError, a node
 # without ffmpeg with InfrastructureError), reported as one line; anything else is a bug and keeps
 # its traceback (a bare ValueError included).
-EXPECTED_ERRORS = (VideoDecodeError, CorpusError, CheckpointError, JobFailed, TooManyErrors,
-                   RegistrationFailed, LeaseHeld, LeaseLost, InvalidInput, InfrastructureError,
-                   OSError)
+EXPECTED_ERRORS = (PreflightError, VideoDecodeError, CorpusError, CheckpointError, JobFailed,
+                   TooManyErrors, RegistrationFailed, LeaseHeld, LeaseLost, InvalidInput,
+                   InfrastructureError, OSError)
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Every option's help ends with its default, unless the text already says it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if ("default" in text or action.required or not action.option_strings
+                or action.default in (None, False, argparse.SUPPRESS)):
+            return text
+        default = " ".join(action.default) if isinstance(action.default, list) else action.default
+        return f"{text} (default: {default})".replace("%", "%%")
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str):  # one line, not argparse's usage block
         raise UsageError(f"{message} (see '{self.prog} --help')")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="vidpipe", description=__doc__.splitlines()[0])
-    subcommands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = _Parser(prog="vidpipe", description=__doc__.split("\n\n")[0],
+                     epilog="Start with `make demo` (README.md); every subcommand has --help.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    subcommands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser,
+                                        metavar="COMMAND")
 
     corpus = subcommands.add_parser("make-corpus", help="write a synthetic motion corpus (UCF50 layout)")
     corpus.add_argument("out", help="output folder or URI")
@@ -83,7 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--name", default=None,
                        help="Ray Train run name (default: derived from the command, so a rerun resumes)")
     train.add_argument("--register", metavar="NAME", default=None,
-                       help="register the model under NAME; it becomes `champion` only if it beats the current one")
+                       help="register the model under NAME; it becomes `champion` only if it beats the current one "
+                            "(default: not registered)")
     train.add_argument("--experiment", default="vidpipe-train", help="MLflow experiment")
     _add_common(train)
     _add_cluster(train)
@@ -96,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--window-seconds", type=_non_negative_float, default=None,
                           help="score one clip per window (clip level) and their mean per video "
                                "(video level); default: the model's training clip duration, 0: whole videos")
-    evaluate.add_argument("--out", default=None, help="folder for evaluation.json and the PNG plots")
+    evaluate.add_argument("--out", default=None,
+                          help="folder for evaluation.json and the PNG plots (default: print only)")
     _add_common(evaluate)
     _add_cluster(evaluate)
     _add_decoder(evaluate)
@@ -128,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="classifier actors (default: half the cluster's CPUs, or one per GPU)")
     classify.add_argument("--error-threshold", type=_fraction, default=0.5,
                           help="fail (exit 1, after writing) when more than this share of videos is unreadable")
+    classify.add_argument("--overwrite", action="store_true",
+                          help="replace the result of an earlier classify in OUTPUT (default: refuse "
+                               "a non-empty OUTPUT); readers never see old and new rows mixed")
     _add_common(classify)
     _add_cluster(classify)
     _add_decoder(classify)
@@ -163,6 +191,24 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster(scan)
     _add_decoder(scan)
     scan.set_defaults(run=_scan)
+
+    models = subcommands.add_parser(
+        "models", help="list the registered models: versions, aliases, validation accuracy")
+    models.add_argument("name", nargs="?", default=None, help="only this registered model")
+    models.add_argument("--mlflow-uri", default=None,
+                        help="MLflow tracking URI (default MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    _add_common(models)
+    models.set_defaults(run=_models)
+
+    promote = subcommands.add_parser(
+        "promote", help="move the `champion` alias to VERSION of registered model NAME")
+    promote.add_argument("name", help="registered model name")
+    promote.add_argument("version", type=_positive_int, help="the version to make champion")
+    promote.add_argument("--reason", default="", help="why (recorded as an MLflow tag; default: none)")
+    promote.add_argument("--mlflow-uri", default=None,
+                         help="MLflow tracking URI (default MLFLOW_TRACKING_URI, else ./mlflow.db)")
+    _add_common(promote)
+    promote.set_defaults(run=_promote)
     return parser
 
 
@@ -171,6 +217,11 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
         set_verbose(getattr(args, "verbose", False))
         storage.configure(endpoint_url=args.s3_endpoint_url)  # once, for this process and its Ray
+        # MLflow's client retries an unreachable server for about 4 minutes by default; the
+        # preflight probe has already waited for it, so later calls give up after seconds.
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
         summary = args.run(args)
     except UsageError as exc:
         print(f"vidpipe: error: {exc}", file=sys.stderr)
@@ -201,7 +252,17 @@ def _make_corpus(args) -> dict:
 
 
 def _train(args) -> dict:
+    from .tracking import tracking_uri
     from .train_job import TrainRequest, run_training
+
+    say = _reporter(args)
+    preflight.check_output_file(args.out)
+    try:
+        preflight.check_mlflow(tracking_uri(args.mlflow_uri), must_exist=False, say=say)
+    except PreflightError as exc:
+        if args.register:  # registering is the point of the run: do not train for nothing
+            raise
+        say(f"warning: {exc}; training without tracking")
 
     request = TrainRequest(
         data=args.data, val=args.val, out=args.out, arch=args.arch, settings=_settings(args),
@@ -210,11 +271,15 @@ def _train(args) -> dict:
         max_failures=args.max_failures, storage_path=args.storage_path, name=args.name,
         cache=args.cache, window_seconds=args.window_seconds, register=args.register,
         experiment=args.experiment, mlflow_uri=args.mlflow_uri, ray_address=args.ray_address)
-    return run_training(request, _reporter(args))
+    return run_training(request, say)
 
 
 def _evaluate(args) -> dict:
     from .evaluation import run_evaluation
+
+    preflight.check_model_ref(args.model, args.mlflow_uri, say=_reporter(args))
+    if args.out:
+        preflight.check_output_folder(args.out)
 
     return run_evaluation(args.data, args.model, out=args.out, window_seconds=args.window_seconds,
                           mlflow_uri=args.mlflow_uri, ray_address=args.ray_address,
@@ -234,10 +299,13 @@ def _classify(args) -> dict:
     from .inference import classify
 
     say = _reporter(args)
+    preflight.check_input(args.input)
+    preflight.check_output_folder(args.output, overwrite=args.overwrite)
+    preflight.check_model_ref(args.model, args.mlflow_uri, say=say)
     summary = classify(args.input, args.output, args.model, window_seconds=args.window_seconds,
                        batch_size=args.batch_size, num_actors=args.num_actors,
-                       error_threshold=args.error_threshold, mlflow_uri=args.mlflow_uri, ray_address=args.ray_address,
-                       decoder=args.decoder)
+                       error_threshold=args.error_threshold, mlflow_uri=args.mlflow_uri,
+                       ray_address=args.ray_address, decoder=args.decoder, say=say)
     say(f"{summary['videos']} videos, {summary['segments']} segments, {summary['errors']} errors "
         f"in {summary['wall_s']:.1f}s ({summary['videos_per_s']:.2f} videos/s) -> {summary['output']}")
     return summary
@@ -246,6 +314,12 @@ def _classify(args) -> dict:
 def _scan(args) -> dict:
     from .scan import ScanRequest, run_scan
 
+    say = _reporter(args)
+    preflight.check_input_exists(args.archive, "ARCHIVE")
+    if not args.dry_run:
+        preflight.check_output_folder(args.output)
+    preflight.check_model_ref(args.model, args.mlflow_uri, say=say)
+
     request = ScanRequest(
         archive=args.archive, output=args.output, model=args.model, scan_date=args.date,
         dry_run=args.dry_run, reprocess_on_model_change=args.reprocess_on_model_change,
@@ -253,7 +327,31 @@ def _scan(args) -> dict:
         error_threshold=args.error_threshold, rows_per_file=args.rows_per_file,
         lease_seconds=args.lease_seconds, mlflow_uri=args.mlflow_uri, ray_address=args.ray_address,
         decoder=args.decoder)
-    return run_scan(request, _reporter(args))
+    return run_scan(request, say)
+
+
+def _models(args) -> dict:
+    from .registry import format_models, list_models
+    from .tracking import tracking_uri
+
+    uri = tracking_uri(args.mlflow_uri)
+    preflight.check_mlflow(uri, must_exist=True, say=_reporter(args))
+    models = list_models(uri, args.name)
+    if not args.json:
+        print(format_models(models, uri))
+    return {"mlflow_uri": preflight.redact_uri(uri), "models": models}
+
+
+def _promote(args) -> dict:
+    from .registry import promote
+    from .tracking import tracking_uri
+
+    uri = tracking_uri(args.mlflow_uri)
+    preflight.check_mlflow(uri, must_exist=True, say=_reporter(args))
+    summary = promote(uri, args.name, str(args.version), reason=args.reason)
+    previous = f"v{summary['previous']}" if summary["previous"] else "no champion"
+    _reporter(args)(f"{args.name}: champion is now v{summary['version']} (was {previous})")
+    return summary
 
 
 # --- helpers --------------------------------------------------------------------------------
@@ -286,7 +384,8 @@ def _add_training_data(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-fraction", type=_fraction, default=0.25,
                         help="share of groups held out when --val is not given")
     parser.add_argument("--cache", default=None, metavar="URI",
-                        help="clip cache (folder or s3://...): later runs with the same videos and sampling skip decoding")
+                        help="clip cache (folder or s3://...): later runs with the same videos and sampling skip "
+                             "decoding (default: no cache)")
 
 
 def _add_training_settings(parser: argparse.ArgumentParser) -> None:
@@ -320,6 +419,15 @@ def _settings(args) -> TrainSettings:
     return TrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
                          seed=args.seed)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("vidpipe")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
 
 
 def _reporter(args) -> Callable[[str], None]:

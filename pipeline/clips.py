@@ -64,6 +64,13 @@ def dataset_fingerprint(videos: Sequence[LabelledVideo]) -> str:
     return digest.hexdigest()[:16]
 
 
+def video_digests(videos: Sequence[LabelledVideo]) -> tuple[str, ...]:
+    """One short hash per video (URI and ETag), sorted: what a checkpoint keeps of its training
+    videos, enough to tell whether other data overlaps them without listing them."""
+    return tuple(sorted({hashlib.sha256(f"{v.uri}\0{v.etag}".encode()).hexdigest()[:12]
+                         for v in videos}))
+
+
 def cache_key(videos: Sequence[LabelledVideo], frames: int, size: int,
               window_seconds: float | None = None, decoder: str = DEFAULT_DECODER) -> str:
     settings = f"{SAMPLING}:{frames}x{size}x{size}:window={window_seconds}"

@@ -7,9 +7,10 @@ Layout under OUTPUT (names starting with `_` are outside every reader's glob):
                                  name, the files it replaces, and the run record
     _runs/<run_id>.json          the commit record (the run record itself), written last
 
-Commit: intent -> publish every file under its final name (S3: server-side copy; local: copy to a
-temp name, then rename; publishing again rewrites the same bytes) -> delete the files it replaces
--> commit record -> delete staging and intent. Recovery (`recover`, run by the next run before it
+Commit: intent -> delete the files it replaces (classify --overwrite; first, so that no reader
+sees old and new rows together) -> publish every file under its final name (S3: server-side copy;
+local: copy to a temp name, then rename; publishing again rewrites the same bytes) -> commit
+record -> delete staging and intent. Recovery (`recover`, run by the next run before it
 plans, under the scan lease): an intent without a commit record is published again and committed
 (roll forward); staging without an intent is deleted. While a crashed run waits for recovery a
 reader sees every earlier run's files and a subset of the crashed run's, each file whole: some
@@ -163,13 +164,15 @@ def committed_records(output: str) -> list[dict]:
 
 def _finish(output: str, intent: dict) -> dict:
     run_id, files = intent["run_id"], intent["files"]
+    # The files replaced go first (classify --overwrite): a reader then sees old rows or new ones,
+    # some missing for a moment, never both mixed. Rolling forward removes them again: harmless.
+    for uri in intent["replaces"]:
+        storage.remove(uri)
     if files:
         _publish(*files[0])
         faults.pause("mid_publish")
         with ThreadPoolExecutor(max_workers=16) as pool:
             list(pool.map(lambda pair: _publish(*pair), files[1:]))
-    for uri in intent["replaces"]:
-        storage.remove(uri)
     record = {**intent["record"], "committed_at": datetime.now(timezone.utc).isoformat()}
     storage.write_json(record_uri(output, run_id), record)
     _clean_up(output, run_id)

@@ -12,19 +12,12 @@ never through a config or a runtime_env, both of which Ray records.
 from __future__ import annotations
 
 import os
-import re
 from urllib.parse import unquote, urlsplit, urlunsplit
+
+from .redact import redact_uri
 
 MLFLOW_CREDENTIALS = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD",
                       "MLFLOW_TRACKING_TOKEN")
-
-_USERINFO = re.compile(r"(://)[^/@\s]+@")
-
-
-def redact(text: str) -> str:
-    """Drop credentials embedded in URIs (user:password@host) from text meant for logs."""
-    return _USERINFO.sub(r"\1***@", text)
-
 
 def adopt_uri_credentials(uri: str) -> str:
     """`uri` without its user:password@, which go into the MLflow credential variables of this
@@ -77,7 +70,7 @@ def redact_ray_entrypoint() -> None:
         return
 
     def redacted() -> str:
-        return redact(original())
+        return redact_uri(original())
 
     redacted.vidpipe_redacted = True
     ray_utils.get_entrypoint_name = redacted

@@ -136,6 +136,14 @@ def _pyplot():
     return plt
 
 
+def training_overlap(config, videos) -> int:
+    """How many of `videos` (with ETags) the model was trained on, as far as its checkpoint knows
+    (older checkpoints record no training videos: 0)."""
+    from .clips import video_digests
+
+    return len(set(video_digests(videos)) & set(config.training_videos))
+
+
 def run_evaluation(data: str, model_ref: str, *, out: str | None = None,
                    window_seconds: float | None = None,
                    mlflow_uri: str | None = None, ray_address: str | None = None,
@@ -145,7 +153,7 @@ def run_evaluation(data: str, model_ref: str, *, out: str | None = None,
     import json
     import os
 
-    from .clips import decode_labelled, to_arrays
+    from .clips import decode_labelled, to_arrays, with_fingerprints
     from .corpus import read_corpus
     from .model_store import load_model
     from .ray_runtime import ensure_ray
@@ -156,6 +164,10 @@ def run_evaluation(data: str, model_ref: str, *, out: str | None = None,
     unknown = sorted(set(corpus.class_names) - set(config.class_names))
     if unknown:
         raise InvalidInput(f"{data} has classes the model does not know: {', '.join(unknown)}")
+    overlap = training_overlap(config, with_fingerprints(corpus.videos))
+    if overlap:
+        say(f"warning: {overlap} of the {len(corpus.videos)} videos in {data} were used to train "
+            f"this model: accuracy on them is flattering; evaluate on held-out data")
     ensure_ray(ray_address)
     decoded = decode_labelled(corpus.videos, config.frames, config.size,
                               window_seconds=config.window_seconds(window_seconds),
@@ -167,7 +179,7 @@ def run_evaluation(data: str, model_ref: str, *, out: str | None = None,
     say(f"{result.videos} videos, {result.clips} clips: clip accuracy {result.clip_accuracy:.3f}, "
         f"video accuracy {result.video_accuracy:.3f}, top-5 {result.top5_accuracy:.3f}, "
         f"{result.seconds_per_frame * 1000:.3f} ms/frame, {result.clips_per_s:.1f} clips/s")
-    summary = {**result.to_dict(), "model": model_ref, "model_name": loaded.lineage.model_name,
+    summary = {**result.to_dict(), "training_overlap": overlap, "model": model_ref, "model_name": loaded.lineage.model_name,
                "model_version": loaded.lineage.model_version, "skipped": len(decoded.skipped)}
     if out:
         os.makedirs(out, exist_ok=True)

@@ -19,6 +19,7 @@ import posixpath
 import time
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
@@ -27,6 +28,7 @@ from .frames import DEFAULT_DECODER
 from .infrastructure import check_nodes
 from .model_store import LoadedModel, load_model
 from .models import predict_probs
+from .progress import Progress, report
 from .rows import error_row, prediction_row, rows_to_table
 from .segments import clip_arrays, decode_batch, decode_video
 
@@ -92,7 +94,7 @@ def classify_sequential(input_uri: str, output_path: str, model_ref: str,
 # --- the distributed stages: Ray Data ---------------------------------------------------------
 
 
-def listing_dataset(uri: str):
+def listing_dataset(uri: str, progress=None):
     """Ray dataset of the videos under `uri` (or the one video `uri` names), LISTING_SCHEMA.
 
     One task splits the archive into disjoint prefixes (storage.listing_units; only folder names
@@ -102,6 +104,7 @@ def listing_dataset(uri: str):
 
     single = storage.single_object(uri)
     if single is not None:
+        report(progress, "listed", single.num_rows)
         return ray.data.from_arrow(single)
     fs, root = storage.filesystem(uri)
     if not fs.exists(root):
@@ -111,24 +114,27 @@ def listing_dataset(uri: str):
     return (
         ray.data.from_items([{"prefix": prefix, "recursive": recursive} for prefix, recursive in units],
                             override_num_blocks=len(units))
-        .map_batches(_list_units, batch_size=1, batch_format="pyarrow")
+        .map_batches(_list_units, batch_size=1, batch_format="pyarrow",
+                     fn_kwargs={"progress": progress})
         .repartition(target_num_rows_per_block=storage.LISTING_BLOCK_ROWS)
     )
 
 
-def _list_units(units: pa.Table):
+def _list_units(units: pa.Table, progress=None):
     for unit in units.to_pylist():
-        yield from storage.list_prefix(unit["prefix"], unit["recursive"])
+        for block in storage.list_prefix(unit["prefix"], unit["recursive"]):
+            report(progress, "listed", block.num_rows)
+            yield block
 
 
 def predictions(videos, loaded: LoadedModel, window_seconds: float | None = None,
-                batch_size: int = 16, num_actors: int | None = None, nodes=None,
+                batch_size: int = 16, num_actors: int | None = None, nodes=None, progress=None,
                 decoder: str = DEFAULT_DECODER):
     """Listed videos (a Ray dataset with the LISTING_SCHEMA columns) -> prediction rows plus
     `retry`. `window_seconds`: None = the model's training clip duration, 0 = whole videos.
     Decoded clips flow in bounded batches from decode tasks to a pool of classifier actors (GPU
-    actors when the cluster has GPUs). `nodes`: a ray_runtime.NodeLog to report to.
-    `decoder`: one of frames.DECODERS."""
+    actors when the cluster has GPUs). `nodes`: a ray_runtime.NodeLog to report to; `progress`:
+    a progress.Progress handle; `decoder`: one of frames.DECODERS."""
     import ray
 
     from .ray_runtime import cluster_has_gpus
@@ -157,7 +163,7 @@ def predictions(videos, loaded: LoadedModel, window_seconds: float | None = None
                      fn_constructor_kwargs={"checkpoint": loaded.checkpoint,
                                             "lineage": loaded.lineage,
                                             "device": "cuda" if gpus else "cpu", "nodes": nodes,
-                                            "threads": threads},
+                                            "threads": threads, "progress": progress},
                      num_cpus=1, num_gpus=1 if gpus else 0)
     )
 
@@ -175,18 +181,19 @@ class ClassifierActor:
     """map_batches step: loads the model once per actor, turns segment batches into rows."""
 
     def __init__(self, checkpoint: bytes, lineage, device: str = "cpu", nodes=None,
-                 threads: int = 1):
+                 threads: int = 1, progress=None):
         from .model_store import from_checkpoint_bytes
 
         torch.set_num_threads(threads)
         self.classifier = Classifier(from_checkpoint_bytes(checkpoint, lineage), device)
-        self.nodes = nodes
+        self.nodes, self.progress = nodes, progress
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         from .ray_runtime import report_node
 
         report_node(self.nodes)
         table = rows_to_table(self.classifier.rows(batch.to_pylist()))
+        report(self.progress, "done", pc.sum(pc.equal(table["segment"], 0)).as_py() or 0)
         return table.append_column("retry", batch["retry"])
 
 
@@ -209,7 +216,8 @@ def manifest_totals(manifest: list[dict]) -> dict:
 def classify(input_uri: str, output_uri: str, model_ref: str, *, window_seconds: float | None = None,
              batch_size: int = 16, num_actors: int | None = None, error_threshold: float = 0.5,
              mlflow_uri: str | None = None, ray_address: str | None = None,
-             rows_per_file: int = ROWS_PER_FILE, decoder: str = DEFAULT_DECODER) -> dict:
+             rows_per_file: int = ROWS_PER_FILE, decoder: str = DEFAULT_DECODER,
+             say=None) -> dict:
     """listing -> predictions -> committed Parquet files in OUTPUT (OUTPUT/*.parquet).
 
     Files are staged under OUTPUT/_staging and committed (commit.py); a rerun replaces the files
@@ -228,9 +236,10 @@ def classify(input_uri: str, output_uri: str, model_ref: str, *, window_seconds:
     staging = commit.staging_dir(output_uri, run_id)
     nodes = NodeLog()
     try:
-        rows = predictions(listing_dataset(input_uri), loaded, window_seconds, batch_size,
-                           num_actors, nodes, decoder=decoder)
-        manifest = stage_rows(rows, staging, keep_retry=True, rows_per_file=rows_per_file)
+        with Progress(say or (lambda line: None)) as progress:
+            rows = predictions(listing_dataset(input_uri, progress.handle), loaded, window_seconds,
+                               batch_size, num_actors, nodes, progress.handle, decoder=decoder)
+            manifest = stage_rows(rows, staging, keep_retry=True, rows_per_file=rows_per_file)
         node_ids = nodes.nodes()
     finally:
         nodes.close()

@@ -57,6 +57,10 @@ def _load_mlflow(ref: str, uri: str) -> LoadedModel:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
+    from .preflight import check_mlflow
+    from .redact import redact_uri
+
+    check_mlflow(uri, must_exist=True, needed_for=ref)  # a lookup must not create an empty store
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     try:
         if match := _MODELS_ALIAS.match(ref):
@@ -76,7 +80,8 @@ def _load_mlflow(ref: str, uri: str) -> LoadedModel:
         mlflow.set_registry_uri(uri)
         local = mlflow.artifacts.download_artifacts(artifact_uri=ref)
     except MlflowException as exc:
-        raise CheckpointError(f"cannot load {ref} from MLflow: {exc.message.splitlines()[0]}") from None
+        raise CheckpointError(f"cannot load {ref} from MLflow store {redact_uri(uri)}: "
+                              f"{exc.message.splitlines()[0]}") from None
     found = glob.glob(os.path.join(local, "**", CHECKPOINT_FILE), recursive=True)
     if not found:
         raise CheckpointError(f"{ref} is not a vidpipe model (no {CHECKPOINT_FILE} in its artifacts)")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 
 _verbose = False
 
@@ -27,6 +28,12 @@ def set_verbose(verbose: bool) -> None:
         os.environ.setdefault("RAY_DATA_LOG_LEVEL", "ERROR")
         os.environ.setdefault("PYTHONWARNINGS", "ignore::DeprecationWarning")
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is imported
+        # MLflow draws tqdm bars for artifact transfers, also when stderr is a log file.
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        # MLflow's advice on the pyfunc wrapper's type hints is for MLflow users, not ours (the
+        # signature is explicit, see tracking.log_model); it is issued where the wrapper is loaded.
+        warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method",
+                                category=UserWarning)
     _set_levels()
 
 
@@ -45,6 +52,7 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
 
     if ray.is_initialized():
         return
+    _set_levels()  # importing ray configured its loggers at INFO; ray.init logs through them
     # Before Ray starts (local workers inherit this environment) and records the command line.
     if os.environ.get("MLFLOW_TRACKING_URI"):
         credentials.adopt_uri_credentials(os.environ["MLFLOW_TRACKING_URI"])
@@ -56,14 +64,31 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     env = {name: value for name, value in {**storage.worker_env(), **faults.worker_env()}.items()
            if name not in given}
     # No `logging_config` here: it drops the "(name pid=N)" prefix of forwarded worker output.
-    options = {"log_to_driver": True, "runtime_env": {"env_vars": env} if env else None}
+    # logging_level: ray.init sets Ray's loggers to it (INFO by default), start-up lines included.
+    options = {"log_to_driver": True, "runtime_env": {"env_vars": env} if env else None,
+               "logging_level": logging.INFO if _verbose else logging.ERROR}
     if address:
         os.environ.setdefault("RAY_AUTH_MODE", "token")
         ray.init(address=address, **options)
     else:
+        if not _verbose:
+            options["runtime_env"] = {**(options["runtime_env"] or {}),
+                                      "worker_process_setup_hook": "pipeline.ray_runtime.quiet_worker"}
         # "local" explicitly: a bare ray.init() would join any cluster `ray start` left on this machine.
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **options)
     _set_levels()  # importing ray.data re-applies its own logging configuration
+    # Ray Data's per-operator bars only with --verbose: vidpipe shows one bar of its own (progress.py).
+    ray.data.DataContext.get_current().enable_progress_bars = _verbose
+
+
+def quiet_worker() -> None:
+    """Worker setup hook of a quiet local Ray: Ray's own loggers at ERROR in every worker, and
+    Ray's State API pointed at this Ray (Ray Train's placement-group cleaner queries it; with
+    another Ray on the machine, a test's or a notebook's, it would fail with a traceback)."""
+    import ray
+
+    _set_levels()
+    os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
 
 
 def _submitted_job_env_vars() -> dict:

@@ -17,7 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .credentials import adopt_uri_credentials, redact
+from .credentials import adopt_uri_credentials
+from .redact import redact_uri
 
 CHECKPOINT_FILE = "checkpoint.pt"
 MODEL_NAME_IN_RUN = "model"
@@ -150,7 +151,7 @@ class TrackedRun:
             return None
 
     def _failed(self, what: str, exc: Exception) -> None:
-        self.warn(f"MLflow at {redact(self.uri)}: could not {what} ({describe_failure(exc)})")
+        self.warn(f"MLflow at {redact_uri(self.uri)}: could not {what} ({describe_failure(exc)})")
 
 
 def metric_batch(metrics: dict, step: int) -> list:
@@ -164,7 +165,7 @@ def metric_batch(metrics: dict, step: int) -> list:
 def describe_failure(exc: BaseException) -> str:
     """`Type: first line of the message`, short and with URI credentials redacted."""
     first_line = (str(exc).strip().splitlines() or [""])[0][:200]
-    return redact(f"{type(exc).__name__}: {first_line}")
+    return redact_uri(f"{type(exc).__name__}: {first_line}")
 
 
 @dataclass

@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import InvalidInput
-from .clips import dataset_fingerprint, decode_labelled, to_arrays, with_fingerprints
+from .clips import (dataset_fingerprint, decode_labelled, to_arrays, video_digests,
+                    with_fingerprints)
 from .corpus import LabelledVideo, read_corpus, split_by_group
 from .evaluation import Evaluation, evaluate, plot_confusion, plot_learning_curve
 from .models import DEFAULT_ARCH, count_parameters
@@ -94,7 +95,8 @@ def run_training(request: TrainRequest, say: Callable[[str], None]) -> dict:
     config = ModelConfig(arch=request.arch, class_names=data.class_names,
                          frames=request.frames, size=request.size,
                          clip_seconds=request.window_seconds or train.median_seconds,
-                         dataset_fingerprint=fingerprint)
+                         dataset_fingerprint=fingerprint,
+                         training_videos=video_digests(data.train))
     run = RunSpec(_storage_path(request), name=request.name or _run_name(request, fingerprint),
                   workers=request.workers, use_gpu=request.use_gpu,
                   max_failures=request.max_failures)

@@ -288,11 +288,12 @@ def train_distributed(config: ModelConfig, train_clips, val_clips, settings: Tra
     import ray.train
     from ray.train.torch import TorchTrainer
 
-    from .credentials import for_workers, redact
+    from .credentials import for_workers
+    from .redact import redact_uri
     from .models.checkpoint import load_checkpoint
 
     if mlflow:
-        mlflow = {**mlflow, "tracking_uri": redact(mlflow["tracking_uri"]),
+        mlflow = {**mlflow, "tracking_uri": redact_uri(mlflow["tracking_uri"]),
                   "credentials": for_workers()}
     datasets = {"train": train_clips}
     if val_clips is not None:

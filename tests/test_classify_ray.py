@@ -103,17 +103,55 @@ def test_error_threshold_fails_the_job_after_writing(ray_local, bad_videos, tmp_
     assert count == len(bad_videos)
 
 
-def test_classify_rerun_into_the_same_output_replaces_its_rows(ray_local, motion_corpus,
-                                                               checkpoint, tmp_path):
+def test_classify_rerun_refuses_then_overwrite_replaces_its_rows(ray_local, motion_corpus,
+                                                                 checkpoint, tmp_path, capsys):
     inputs = tmp_path / "in"
     shutil.copytree(motion_corpus / "MoveLeft", inputs)
-    for _ in range(2):
-        assert vidpipe(["classify", str(inputs), str(tmp_path / "out"), "--model",
-                        str(checkpoint)]) == 0
+    command = ["classify", str(inputs), str(tmp_path / "out"), "--model", str(checkpoint)]
+    assert vidpipe(command) == 0
+    before = sorted(path.name for path in (tmp_path / "out").glob("*.parquet"))
+    capsys.readouterr()
+    assert vidpipe(command) == 1  # never appended to silently
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "is not empty" in error and "--overwrite" in error
+    assert sorted(path.name for path in (tmp_path / "out").glob("*.parquet")) == before
+    assert vidpipe([*command, "--overwrite"]) == 0
+    after = sorted(path.name for path in (tmp_path / "out").glob("*.parquet"))
+    assert after and not set(after) & set(before)
     counts = duckdb.sql(f"select count(*), count(distinct video_uri) from "
                         f"read_parquet('{tmp_path}/out/*.parquet')").fetchall()[0]
     assert counts == (12, 12)
     assert not (tmp_path / "out" / "_staging").exists() or not any((tmp_path / "out" / "_staging").iterdir())
+
+
+@pytest.mark.slow
+def test_overwrite_never_shows_readers_old_and_new_rows_together(motion_corpus, checkpoint,
+                                                                 tmp_path):
+    """Paused right after the first new file is published (the faults hook), a reader's glob sees
+    only the new run's rows: the old files went first."""
+    import os
+    import subprocess
+    import sys
+
+    inputs = tmp_path / "in"
+    shutil.copytree(motion_corpus / "MoveLeft", inputs)
+    vidpipe_bin = str(Path(sys.executable).parent / "vidpipe")
+    command = [vidpipe_bin, "classify", str(inputs), str(tmp_path / "out"), "--model",
+               str(checkpoint), "--num-actors", "1"]
+    subprocess.run(command, check=True, capture_output=True, timeout=600)
+    env = {**os.environ, "VIDPIPE_TEST_PAUSE_AT": "mid_publish", "VIDPIPE_TEST_PAUSE_S": "30"}
+    env.pop("RAY_ADDRESS", None)
+    rerun = subprocess.Popen([*command, "--overwrite"], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        for line in rerun.stderr:
+            if "paused at mid_publish" in line:
+                break
+        rows = duckdb.sql(f"select count(*), count(distinct video_uri) "
+                          f"from read_parquet('{tmp_path}/out/*.parquet')").fetchall()[0]
+        assert rows[0] == rows[1] == 12  # one run's rows, each video once
+    finally:
+        rerun.kill()
+        rerun.wait()
 
 
 def _arrow_fs(fs):

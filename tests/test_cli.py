@@ -55,3 +55,37 @@ def test_make_corpus_prints_a_json_summary(tmp_path: Path):
     summary = json.loads(done.stdout.strip().splitlines()[-1])
     assert summary["videos"] == 4 and summary["classes"] == ["MoveLeft", "RotateCW"]
     assert len(list((tmp_path / "c").glob("*/v_*_g0?_c0?.mp4"))) == 4
+
+
+def test_version_and_what_vidpipe_does():
+    version = run("--version")
+    assert version.returncode == 0 and version.stdout.startswith("vidpipe 0.")
+    top = run("--help")
+    assert "classifies the actions in video archives" in top.stdout
+    for command in ("classify", "train", "scan", "models", "promote"):
+        assert command in top.stdout
+
+
+def test_every_option_has_help_with_its_default():
+    import argparse
+
+    from pipeline.cli import build_parser
+
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    missing = []
+    for name, sub in commands.items():
+        text = sub.format_help()
+        for action in sub._actions:
+            if isinstance(action, argparse._HelpAction) or not action.option_strings:
+                continue
+            if not action.help:
+                missing.append(f"{name} {action.option_strings[0]}: no help")
+            elif not (action.required or isinstance(action, argparse._StoreTrueAction)
+                      or "default" in sub._get_formatter()._get_help_string(action)):
+                missing.append(f"{name} {action.option_strings[0]}: no default")
+        assert "(default: " in text
+    assert missing == []
+    train_help = commands["train"].format_help()
+    assert "cnn3dbn_gru128" in train_help and "cnn2d_lstm32" in train_help  # --arch choices
+    assert "(default: 15)" in " ".join(train_help.split())  # --epochs

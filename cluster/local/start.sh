@@ -8,6 +8,9 @@
 set -euo pipefail
 here="$(cd "$(dirname "$0")/../.." && pwd)"
 RAY="${RAY:-$here/.venv/bin/ray}"
+# Jobs run `python ...` as the first python on the raylet's PATH: make it this checkout's
+# environment (the one with vidpipe's dependencies), as `ray job submit -- python ...` expects.
+export PATH="$(dirname "$RAY"):$PATH"
 GCS_PORT="${VIDPIPE_GCS_PORT:-6390}"
 DASHBOARD_PORT="${VIDPIPE_DASHBOARD_PORT:-8275}"
 TEMP_DIR="${VIDPIPE_RAY_TEMP:-/tmp/vidpipe-ray-$GCS_PORT}"

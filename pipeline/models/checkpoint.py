@@ -31,6 +31,8 @@ class ModelConfig:
     # training window). Inference cuts longer videos into windows of this length by default.
     clip_seconds: float | None = None
     dataset_fingerprint: str = ""  # which videos trained it (clips.dataset_fingerprint)
+    # Short hashes of each training video (clips.video_digests): `evaluate` warns on overlap.
+    training_videos: tuple[str, ...] = ()
 
     @property
     def num_classes(self) -> int:
@@ -57,6 +59,7 @@ class ModelConfig:
             raise CheckpointError(f"checkpoint config has unknown field(s): {', '.join(sorted(unknown))}")
         data = {key: value for key, value in data.items() if key in known}
         data["class_names"] = tuple(data["class_names"])
+        data["training_videos"] = tuple(data.get("training_videos", ()))
         data["arch"] = canonical_arch(data["arch"])
         if data.get("sampling", SAMPLING) != SAMPLING:
             raise CheckpointError(f"checkpoint was trained with sampling '{data['sampling']}'; "

@@ -1,0 +1,37 @@
+"""Small pure pieces of the first-hour work: URI redaction, the training-overlap check that
+`evaluate` warns with, and the progress line."""
+
+from __future__ import annotations
+
+from pipeline.clips import video_digests, with_fingerprints
+from pipeline.corpus import read_corpus
+from pipeline.evaluation import training_overlap
+from pipeline.models.checkpoint import ModelConfig, checkpoint_bytes, load_checkpoint
+from pipeline.progress import Progress
+from pipeline.redact import redact_uri
+
+
+def test_redact_uri_drops_userinfo_and_secret_query_values():
+    assert redact_uri("http://alice:pw@mlflow:5000/x") == "http://***@mlflow:5000/x"
+    assert redact_uri("https://h/p?X-Amz-Signature=abc&part=1&token=t0k") == \
+        "https://h/p?X-Amz-Signature=***&part=1&token=***"
+    assert redact_uri("sqlite:////tmp/mlflow.db") == "sqlite:////tmp/mlflow.db"
+
+
+def test_checkpoint_knows_its_training_videos_and_evaluate_counts_the_overlap(motion_corpus):
+    videos = list(with_fingerprints(read_corpus(str(motion_corpus)).videos))
+    trained_on, held_out = videos[:10], videos[10:]
+    config = ModelConfig("cnn3d_none", ("MoveDown", "MoveLeft", "MoveRight", "MoveUp"),
+                         frames=8, size=32, training_videos=video_digests(trained_on))
+    _, loaded = load_checkpoint(checkpoint_bytes(config.build(), config))
+    assert loaded.training_videos == config.training_videos
+    assert training_overlap(loaded, held_out) == 0
+    assert training_overlap(loaded, videos) == 10
+    older = ModelConfig("cnn3d_none", ("MoveDown",), frames=8, size=32)  # records none: no warning
+    assert training_overlap(older, videos) == 0
+
+
+def test_progress_line_without_and_with_a_listing_count():
+    line = Progress.line.__get__(type("P", (), {"what": "videos classified"})())
+    assert line(0, 0, 0) == "0 videos classified (0.00/s, 0s)"
+    assert line(30, 120, 60) == "30 of 120 listed videos classified (0.50/s, 60s)"

@@ -1,0 +1,94 @@
+"""Quiet by default: a small classify and a small train, run as a user runs them (stderr a pipe,
+not a terminal), write only vidpipe's own lines to stderr; `--verbose` brings Ray's logs back.
+
+Before, a 6-video classify wrote 4 lines (Ray's token-auth WARNING, its INFO start-up line, the
+summary, and one more) and a 6-video train 45 (Ray Train's placement-group cleaner, MLflow's
+artifact bars and pyfunc advice among them). One line is left that vidpipe cannot remove at its
+cause: Ray Data 2.60 hands every actor pool's map transformer to its restartable actors by object
+reference, and Ray's core worker logs `core_worker.cc ... constructor arguments in the object
+store and max_restarts > 0` for that (turning restarts off would cost fault tolerance).
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from pipeline.models.checkpoint import ModelConfig, save_checkpoint
+
+VIDPIPE = str(Path(sys.executable).parent / "vidpipe")
+RAY_NOISE = ("INFO", "WARNING", "tqdm is not installed", "Running Dataset", "Execution plan",
+             "Traceback", "Downloading artifacts", "Failed to query")
+RAY_DATA_ACTOR_LINE = "constructor arguments in the object store and max_restarts > 0"
+
+
+@pytest.fixture(scope="module")
+def six_videos(motion_corpus, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("six")
+    for source in sorted(motion_corpus.glob("Move*/*.mp4"))[:6]:
+        shutil.copy(source, folder / source.name)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    # Large enough (about 3.7 MB) that Ray would put inline constructor arguments in its object store.
+    config = ModelConfig("cnn3d_gru128", ("MoveDown", "MoveLeft", "MoveRight", "MoveUp"),
+                         frames=8, size=32)
+    path = tmp_path_factory.mktemp("model") / "model.pt"
+    save_checkpoint(config.build(), config, path)
+    return path
+
+
+def run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([VIDPIPE, *args], capture_output=True, text=True, timeout=900, cwd=cwd)
+
+
+def noise(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if any(word in line for word in RAY_NOISE)]
+
+
+def own_lines(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if RAY_DATA_ACTOR_LINE not in line]
+
+
+@pytest.mark.slow
+def test_small_classify_writes_one_line(six_videos, checkpoint, tmp_path):
+    done = run(["classify", str(six_videos), str(tmp_path / "out"), "--model", str(checkpoint),
+                "--num-actors", "1"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    lines = own_lines(done.stderr)
+    assert noise(done.stderr) == []
+    # the summary, plus at most a periodic progress line or two on a slow machine
+    assert lines[-1].startswith("6 videos, 6 segments, 0 errors")
+    assert len(lines) <= 3, done.stderr
+    assert all(line.endswith("videos classified") or "videos classified (" in line
+               for line in lines[:-1]), done.stderr
+
+    verbose = run(["classify", str(six_videos), str(tmp_path / "out"), "--model", str(checkpoint),
+                   "--num-actors", "1", "--overwrite", "--verbose"], tmp_path)
+    assert verbose.returncode == 0, verbose.stderr
+    assert "Started a local Ray instance" in verbose.stderr  # --verbose shows Ray's INFO logs
+
+
+@pytest.mark.slow
+def test_small_train_writes_only_its_own_lines(motion_corpus, tmp_path):
+    corpus = tmp_path / "corpus"
+    for label in ("MoveLeft", "MoveRight"):  # 4 videos each, from two recording groups
+        (corpus / label).mkdir(parents=True)
+        for source in sorted((motion_corpus / label).glob("*.mp4"))[:4]:
+            shutil.copy(source, corpus / label / source.name)
+    done = run(["train", str(corpus), "--out", str(tmp_path / "m.pt"), "--epochs", "1",
+                "--frames", "8", "--size", "32", "--arch", "cnn3d_none"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert noise(done.stderr) == [], done.stderr
+    # decoding, training, the epoch, checkpoint, validation; MLflow's two-line pyfunc advice (a
+    # UserWarning the filters in ray_runtime.set_verbose do not catch yet); Ray Train's own
+    # PreemptionWatcher actor line (see the module docstring)
+    assert len(own_lines(done.stderr)) <= 8, done.stderr
