@@ -13,13 +13,14 @@ import getpass
 import socket
 from datetime import datetime, timezone
 
+from .errors import InvalidInput
 from .redact import redact_uri
 from .tracking import CHAMPION
 
 VAL_ACCURACY_METRIC = "final_val_accuracy"
 
 
-class RegistryError(ValueError):
+class RegistryError(InvalidInput):
     """A registry lookup that found nothing; the message names the store searched."""
 
 

@@ -57,6 +57,10 @@ def decode_video(video: dict, frames: int, size: int, window_seconds: float | No
     except InfrastructureError:
         raise  # the node, not the video: fail the job (infrastructure.py)
     except VideoDecodeError as exc:
+        if str(exc).startswith("empty") and (listed["video_bytes"] or 0) > 0:
+            # The listing saw bytes that the read did not get: the store failed, not the video.
+            return [error_record(listed, f"cannot read input: the store returned 0 of "
+                                         f"{listed['video_bytes']} bytes", retry=True)]
         return [error_record(listed, str(exc), retry=False)]
     except FileNotFoundError:  # gone since it was listed: the next listing says what happened
         return [error_record(listed, "cannot read input: deleted since it was listed", retry=True)]

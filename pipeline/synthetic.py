@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import ffmpeg
 import numpy as np
 
+from .errors import InvalidInput
 from .frames import ffmpeg_exe
 from .storage import filesystem
 
@@ -86,9 +87,9 @@ def make_corpus(out: str, classes: tuple[str, ...] = DEFAULT_CLASSES, per_class:
     """
     unknown = [name for name in classes if name not in MOTIONS]
     if unknown:
-        raise ValueError(f"unknown class(es) {', '.join(unknown)}; choose from {', '.join(MOTIONS)}")
+        raise InvalidInput(f"unknown class(es) {', '.join(unknown)}; choose from {', '.join(MOTIONS)}")
     if per_class < 1:
-        raise ValueError("per_class must be >= 1")
+        raise InvalidInput("per_class must be >= 1")
     if content_split:
         val_count = val_per_class or max(1, per_class // 3)
         train = _write_corpus(f"{out.rstrip('/')}/train", classes, per_class, groups,

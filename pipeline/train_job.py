@@ -290,7 +290,9 @@ def _run_identity(config: ModelConfig, settings: TrainSettings) -> dict:
 def _check_resumable(run: RunSpec, marker: dict, identity: dict) -> None:
     """A rerun resumes the run of the same name; refuse when that run was trained on other data,
     classes or settings, so old weights are never continued (or registered) as if new."""
-    previous = marker.get("identity")
+    # Both as the marker stores them (JSON: tuples become lists).
+    previous = json.loads(json.dumps(marker.get("identity")))
+    identity = json.loads(json.dumps(identity))
     if not previous or previous == identity:
         return
     differing = sorted({f"{part}.{key}" for part in identity for key in

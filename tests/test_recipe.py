@@ -162,3 +162,13 @@ def test_mixstyle_mixes_clip_statistics_in_training_and_is_the_identity_at_infer
     model = build_model("cnn3dbnmix_gru", 4).eval()
     clips = torch.rand(2, 3, 20, 64, 64)
     assert torch.equal(model(clips), model(clips))  # no randomness when classifying
+
+
+def test_a_run_resumes_after_its_identity_went_through_the_marker_file():
+    import json
+
+    config = ModelConfig("cnn3dbn_gru", ("A", "B"), dataset_fingerprint="abc",
+                         training_videos=("0a1b2c", "3d4e5f"))
+    identity = _run_identity(config, TrainSettings(epochs=5))
+    stored = json.loads(json.dumps({"identity": identity}))  # tuples come back as lists
+    _check_resumable(None, stored, identity)  # the same run: resumed, not refused

@@ -9,6 +9,7 @@ local mirror of the bucket's files, since DuckDB cannot reach S3 here).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -301,6 +302,34 @@ def test_incremental_scans_process_each_version_once(ray_local, videos, checkpoi
     assert record["processed"] == 3 and record["videos_per_s"] > 0
 
 
+def test_an_unreachable_mlflow_costs_no_scan_and_rows_name_the_checkpoint_hash(
+        ray_local, videos, checkpoint, tmp_path):
+    """Tracking is best effort: with MLflow down (a closed port, credentials in the URI) the scan
+    commits its rows and its record, names the model by its checkpoint hash, and says once, with
+    the URI redacted, what it could not track."""
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    archive, output = tmp_path / "archive", tmp_path / "out"
+    for i, video in enumerate(videos[:3]):
+        _place(archive, f"v{i}.mp4", video)
+    digest = "sha256:" + hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:16]
+    code, record, err = _run(["scan", str(archive), str(output), "--model", str(checkpoint),
+                              "--mlflow-uri", f"http://scanuser:s3cr3t-pw@127.0.0.1:{port}",
+                              "--json"])
+    assert code == 0, err[-3000:]
+    assert record["processed"] == 3 and record["mlflow_run_id"] is None
+    assert record["model_version"] == digest
+    rows = reader_rows(output)
+    assert len(rows) >= 3 and {r["model_version"] for r in rows} == {digest}
+    assert commit.committed_records(str(output))  # the run record is on OUTPUT regardless
+    warnings = [line for line in err.splitlines() if "MLflow" in line]
+    assert warnings and all(line.startswith("warning: ") for line in warnings), err[-2000:]
+    assert "s3cr3t-pw" not in err and "s3cr3t-pw" not in json.dumps(record)
+
+
 # --- killed scans: subprocesses in their own process group ------------------------------------
 
 
@@ -494,4 +523,5 @@ def test_scan_usage_errors_are_one_line(ray_local, checkpoint, tmp_path):
     assert code == 2 and "not a date" in err and err.count("\n") == 1
     code, _, err = _run(["scan", str(tmp_path / "missing"), str(tmp_path / "out"), "--model",
                          str(checkpoint), "--dry-run"])
-    assert code == 1 and err.startswith("vidpipe: error: no videos found under") and "Traceback" not in err
+    assert code == 1 and "Traceback" not in err and err.count("\n") == 1
+    assert err.startswith("vidpipe: error: ARCHIVE ") and "does not exist" in err
