@@ -114,7 +114,8 @@ def test_no_secret_in_any_output(auth_mlflow, s3_endpoint, s3fs_client, tmp_path
         from mlflow import MlflowClient  # the epoch metrics reached the server: credentials worked
         os.environ["MLFLOW_TRACKING_USERNAME"], os.environ["MLFLOW_TRACKING_PASSWORD"] = (
             MLFLOW_USER, MLFLOW_PASSWORD)
-        client = MlflowClient(tracking_uri=f"http://{auth_mlflow['host']}")
+        server = f"http://{auth_mlflow['host']}"  # the registry too, not a store from the env
+        client = MlflowClient(tracking_uri=server, registry_uri=server)
         run_id = client.get_model_version("secret-model", "1").run_id
         assert len(client.get_metric_history(run_id, "loss")) == 2
 
