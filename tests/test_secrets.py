@@ -8,15 +8,12 @@ from __future__ import annotations
 
 import base64
 import os
-import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
-from fixtures.s3 import free_port
+from fixtures.mlflow_server import running_mlflow_server
 
 from pipeline.synthetic import make_corpus
 
@@ -41,33 +38,11 @@ def auth_mlflow(tmp_path_factory):
                       f"database_uri = sqlite:///{root / 'auth.db'}\n"
                       f"admin_username = {MLFLOW_USER}\nadmin_password = {MLFLOW_PASSWORD}\n"
                       "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n")
-    port = free_port()
-    log = open(root / "server.log", "wb")
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "mlflow"), "server", "--app-name", "basic-auth",
-         "--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}",
-         "--artifacts-destination", str(root / "artifacts"),
-         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        env={**os.environ, "MLFLOW_AUTH_CONFIG_PATH": str(config),
-             "MLFLOW_FLASK_SERVER_SECRET_KEY": "csrf-key-of-the-test-server"}, cwd=root)
-    deadline = time.time() + 180
-    while True:
-        try:
-            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2)
-            break
-        except Exception:
-            if time.time() > deadline or server.poll() is not None:
-                server.kill()
-                raise RuntimeError(f"mlflow server did not start; see {root / 'server.log'}") from None
-            time.sleep(0.5)
-    yield {"host": f"127.0.0.1:{port}", "root": root}
-    os.killpg(server.pid, signal.SIGTERM)
-    try:
-        server.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(server.pid, signal.SIGKILL)
-    log.close()
+    with running_mlflow_server(
+            root, ("--app-name", "basic-auth"), start_timeout=180,
+            env={"MLFLOW_AUTH_CONFIG_PATH": str(config),
+                 "MLFLOW_FLASK_SERVER_SECRET_KEY": "csrf-key-of-the-test-server"}) as port:
+        yield {"host": f"127.0.0.1:{port}", "root": root}
 
 
 def _hits(folder: Path) -> list[str]:
