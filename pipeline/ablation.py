@@ -18,7 +18,7 @@ from .models import count_parameters
 from .models.checkpoint import ModelConfig, save_checkpoint
 from .tracking import TrackedRun, tracking_uri
 from .train_job import decode_split, split_data
-from .training import RunSpec, left_chance_epoch, train_distributed
+from .training import RunSpec, left_chance_epoch, pool_frames, train_distributed
 
 # arch -> (the paper's name, its reported UCF50 accuracy in %), in the paper's table order.
 PAPER_VARIANTS = {
@@ -50,10 +50,10 @@ def run_ablation(args, say) -> dict:
     if not data.val:
         raise InvalidInput("the ablation needs validation videos (--val, or several groups in DATA)")
     ensure_ray(args.ray_address)
-    train, val = decode_split(data, args.frames, args.size, args.cache, args.window_seconds,
-                              say)
-    val_arrays = to_arrays(val.dataset, data.class_names, args.frames, args.size)
     settings = args.settings
+    train, val = decode_split(data, args.frames, args.size, args.cache, args.window_seconds,
+                              say, pool_frames(args.frames, settings))
+    val_arrays = to_arrays(val.dataset, data.class_names, args.frames, args.size)
     uri = tracking_uri(args.mlflow_uri)
     stamp = time.strftime("%Y%m%d-%H%M%S")  # a fresh Ray Train run per invocation: timings must be real
     os.makedirs(args.out, exist_ok=True)

@@ -131,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
         "ablation", help="train the paper's model variants under identical settings and compare them")
     _add_training_data(ablation)
     ablation.add_argument("--archs", nargs="+", type=_arch, default=None,
-                          help="variants to train (default: the paper's Tables 1-2)")
+                          help="variants to train (default: the paper's twelve of Tables 1-2 "
+                               "and our three)")
     _add_training_settings(ablation)
     ablation.add_argument("--out", default="ablation", help="folder for the checkpoints and table")
     ablation.add_argument("--experiment", default="vidpipe-ablation", help="MLflow experiment")
@@ -403,6 +404,10 @@ def _add_training_settings(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup-epochs", type=_non_negative_float, default=defaults.warmup_epochs,
                         help=f"linear learning-rate warm-up before the cosine decay "
                              f"(default: {defaults.warmup_epochs:g})")
+    parser.add_argument("--temporal-jitter", type=_below_one, default=defaults.temporal_jitter,
+                        help="training clips take their frames over a random stretch of between "
+                             "1 - this and all of the clip (start and speed jitter; 0: off) "
+                             f"(default: {defaults.temporal_jitter:g})")
     parser.add_argument("--frames", type=_positive_int, default=20,
                         help="frames sampled per clip (default: 20)")
     parser.add_argument("--size", type=_positive_int, default=64,
@@ -418,7 +423,7 @@ def _add_training_settings(parser: argparse.ArgumentParser) -> None:
 def _settings(args) -> TrainSettings:
     return TrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
-                         seed=args.seed)
+                         temporal_jitter=args.temporal_jitter, seed=args.seed)
 
 
 def _version() -> str:
@@ -476,6 +481,13 @@ def _fraction(text: str) -> float:
     value = float(text)
     if not 0 <= value <= 1:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
+
+
+def _below_one(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 0 and < 1, got {text}")
     return value
 
 

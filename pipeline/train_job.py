@@ -28,7 +28,7 @@ from .models.checkpoint import ModelConfig, write_checkpoint_bytes
 from .storage import filesystem
 from .tracking import (TrackedRun, apply_gate, champion_version, describe_failure,
                        tracking_uri)
-from .training import RunSpec, TrainResult, TrainSettings, train_distributed
+from .training import RunSpec, TrainResult, TrainSettings, pool_frames, train_distributed
 
 RUN_MARKER = "vidpipe-run.json"  # in the Ray Train run folder: its MLflow run and what it trains
 
@@ -89,7 +89,7 @@ def run_training(request: TrainRequest, say: Callable[[str], None]) -> dict:
     if request.use_gpu and not cluster_has_gpus():
         raise InvalidInput("--gpus asked for GPU workers but the Ray cluster has no GPUs")
     train, val = decode_split(data, request.frames, request.size, request.cache,
-                              request.window_seconds, say)
+                              request.window_seconds, say, pool_frames(request.frames, settings))
 
     fingerprint = dataset_fingerprint(data.train + data.val)
     config = ModelConfig(arch=request.arch, class_names=data.class_names,
@@ -159,16 +159,18 @@ def run_training(request: TrainRequest, say: Callable[[str], None]) -> dict:
 
 
 def decode_split(data: LabelledData, frames: int, size: int, cache: str | None,
-                 window_seconds: float | None, say):
+                 window_seconds: float | None, say, train_frames: int | None = None):
     """(train, val or None) clip datasets, decoded once or read from the clip cache; every
-    undecodable video is named."""
+    undecodable video is named. Training clips get `train_frames` frames over the same span
+    (a pool for temporal jitter, training.pool_frames), validation clips the `frames` the
+    model sees."""
     say(f"decoding {len(data.train)} training and {len(data.val)} validation videos")
 
-    def decode(videos):
-        return decode_labelled(videos, frames, size, cache, window_seconds)
+    def decode(videos, count):
+        return decode_labelled(videos, count, size, cache, window_seconds)
 
-    train = decode(data.train)
-    val = decode(data.val) if data.val else None
+    train = decode(data.train, train_frames or frames)
+    val = decode(data.val, frames) if data.val else None
     for uri, reason in train.skipped + (val.skipped if val else []):
         say(f"skipped {uri}: {reason}")
     if not train.count:

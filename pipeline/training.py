@@ -50,6 +50,10 @@ class TrainSettings:
     brightness: float = 0.2  # photometric jitter: factors drawn from [1 - x, 1 + x] per clip
     contrast: float = 0.2
     saturation: float = 0.2
+    # Temporal jitter: training clips are decoded with pool_frames() frames over the same span, and
+    # each step keeps `frames` of them, evenly spaced over a random stretch of between (1 - this)
+    # and all of it (start and speed jitter). 0: the frames inference sees, as they are.
+    temporal_jitter: float = 0.3
 
 
 @dataclass
@@ -103,6 +107,28 @@ def augment(clips: np.ndarray, rng: np.random.Generator, settings: TrainSettings
     return out.clamp_(0.0, 1.0)
 
 
+def pool_frames(frames: int, settings: TrainSettings) -> int:
+    """Frames to decode per training clip: 2 x frames - 1 with temporal jitter (the pool's even
+    indices are the `frames` that inference samples), else `frames`."""
+    return 2 * frames - 1 if settings.temporal_jitter > 0 else frames
+
+
+def jitter_time(clips: np.ndarray, frames: int, rng: np.random.Generator,
+                settings: TrainSettings) -> np.ndarray:
+    """uint8 pools [B, P, H, W, 3] -> clips [B, frames, H, W, 3]: per clip, `frames` evenly spaced
+    frames over a random stretch of its pool. Time keeps its order, so motion keeps its direction;
+    only its speed per frame changes. Pools no longer than `frames` are returned as they are."""
+    pool = clips.shape[1]
+    if pool <= frames:
+        return clips
+    picked = []
+    for clip in clips:
+        span = (pool - 1) * rng.uniform(1.0 - settings.temporal_jitter, 1.0)
+        start = rng.uniform(0.0, pool - 1 - span)
+        picked.append(clip[np.rint(np.linspace(start, start + span, frames)).astype(int)])
+    return np.stack(picked)
+
+
 def build_optimizer(model: nn.Module, settings: TrainSettings) -> torch.optim.Optimizer:
     """AdamW with a learning-rate scale per weight matrix (see TrainSettings.fan_in_reference);
     biases and normalisation parameters get no weight decay."""
@@ -153,8 +179,11 @@ def steps_per_epoch(clips: int, batch_size: int, world_size: int = 1) -> int:
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, clips: np.ndarray,
                labels: np.ndarray, settings: TrainSettings, rng: np.random.Generator,
-               device: torch.device | str = "cpu") -> tuple[float, int]:
-    """One optimisation step on an augmented batch; returns (summed loss, correct predictions)."""
+               device: torch.device | str = "cpu", frames: int | None = None) -> tuple[float, int]:
+    """One optimisation step on an augmented batch; returns (summed loss, correct predictions).
+    `frames`: the model's clip length where `clips` are longer pools (see jitter_time)."""
+    if frames is not None:
+        clips = jitter_time(clips, frames, rng, settings)
     inputs = augment(clips, rng, settings).to(device)
     targets = torch.from_numpy(labels).to(device)
     optimizer.zero_grad()
@@ -167,8 +196,9 @@ def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, clips: np.nda
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, clips: np.ndarray,
                 labels: np.ndarray, settings: TrainSettings, rng: np.random.Generator,
-                schedule: Schedule, first_step: int) -> tuple[float, float, float]:
-    """One pass in random order; returns (mean loss, accuracy, clips/s)."""
+                schedule: Schedule, first_step: int, frames: int | None = None
+                ) -> tuple[float, float, float]:
+    """One pass in random order; returns (mean loss, accuracy, clips/s). `frames`: as train_step."""
     model.train()
     order = rng.permutation(len(clips))
     total_loss, correct, started = 0.0, 0, time.perf_counter()
@@ -176,7 +206,7 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, clips: np.nd
         index = order[start:start + settings.batch_size]
         schedule.apply(optimizer, step)
         batch_loss, batch_correct = train_step(model, optimizer, clips[index], labels[index],
-                                               settings, rng)
+                                               settings, rng, frames=frames)
         total_loss += batch_loss
         correct += batch_correct
     seconds = time.perf_counter() - started
@@ -207,7 +237,7 @@ def fit(config: ModelConfig, train: LabelledClips, val: LabelledClips | None,
     for epoch in range(1, settings.epochs + 1):
         loss, accuracy, speed = train_epoch(model, optimizer, train.clips, train.labels,
                                             settings, rng, schedule,
-                                            (epoch - 1) * schedule.steps_per_epoch)
+                                            (epoch - 1) * schedule.steps_per_epoch, config.frames)
         stats = EpochStats(epoch, loss, accuracy, speed)
         if val is not None and len(val.clips):
             stats.val_accuracy, stats.val_loss = validation_stats(model, val.clips, val.labels)
@@ -378,11 +408,12 @@ def _train_worker(loop_config: dict) -> None:
         for batch in train_shard.iter_batches(batch_size=settings.batch_size, batch_format="numpy",
                                               local_shuffle_buffer_size=256,
                                               local_shuffle_seed=settings.seed + epoch):
-            clips, labels = unpack_batch(batch, config.class_names, config.frames, config.size)
+            clips, labels = unpack_batch(batch, config.class_names,
+                                         pool_frames(config.frames, settings), config.size)
             schedule.apply(optimizer, step)
             step += 1
             batch_loss, batch_correct = train_step(model, optimizer, clips, labels, settings, rng,
-                                                   device)
+                                                   device, config.frames)
             loss_sum, correct, clips_seen = (loss_sum + batch_loss, correct + batch_correct,
                                              clips_seen + len(labels))
         # Reduced on the process group's device (NCCL only reduces CUDA tensors).

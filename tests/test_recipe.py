@@ -13,8 +13,11 @@ from pipeline.models import build_model
 from pipeline.models.checkpoint import CheckpointError, ModelConfig, load_checkpoint, save_checkpoint
 from pipeline.synthetic import Recording, _periodic_texture
 from pipeline.train_job import _check_resumable, _run_identity
+from pipeline.frames import sample_clip
 from pipeline.training import (BestEpoch, EpochStats, Schedule, TrainSettings, augment,
-                               build_optimizer, left_chance_epoch, steps_per_epoch)
+                               build_optimizer, jitter_time, left_chance_epoch, pool_frames,
+                               steps_per_epoch)
+from videos import decode_index, write_lossless_index_video
 
 
 def test_learning_rate_warms_up_scales_with_the_global_batch_and_decays_to_zero():
@@ -68,6 +71,28 @@ def test_augmentation_changes_appearance_but_never_the_direction_of_motion():
             assert np.all(np.sign(np.diff(positions)) == direction)  # no flip, no time reversal
             seen.add(round(float(out.mean()), 3))
         assert len(seen) > 20  # and it does vary what the clip looks like
+
+
+@pytest.mark.parametrize("count", [7, 90, 301])  # fewer frames than the pool, and more
+def test_the_training_pool_holds_the_served_frames_and_jitter_keeps_time_in_order(tmp_path, count):
+    settings = TrainSettings()
+    assert settings.temporal_jitter > 0 and pool_frames(20, settings) == 39
+    assert pool_frames(20, TrainSettings(temporal_jitter=0.0)) == 20
+    video = write_lossless_index_video(tmp_path / "index.mkv", count)
+    served = decode_index(sample_clip(str(video), num_frames=20, size=(16, 16)))
+    pool = sample_clip(str(video), num_frames=39, size=(16, 16))
+    # Without jitter, training would see exactly what inference sees: the pool's even frames.
+    assert np.array_equal(decode_index(pool[::2]), served)
+    rng = np.random.default_rng(0)
+    stretches = set()
+    for _ in range(50):
+        picked = decode_index(jitter_time(pool[None], 20, rng, settings)[0])
+        assert len(picked) == 20 and np.all(np.diff(picked) >= 0)  # never backwards in time
+        stretch = (picked[-1] - picked[0]) / max(1, count - 1)
+        assert 1 - settings.temporal_jitter - 0.1 <= stretch <= 1.0
+        stretches.add((picked[0], picked[-1]))
+    assert count < 20 or len(stretches) > 10  # start and speed do vary
+    assert jitter_time(pool[None, :20], 20, rng, settings).shape == (1, 20, 16, 16, 3)
 
 
 def test_the_kept_epoch_is_the_best_on_validation():

@@ -29,7 +29,7 @@ from pipeline.corpus import read_corpus  # noqa: E402
 from pipeline.models import DEFAULT_ARCH  # noqa: E402
 from pipeline.models.checkpoint import ModelConfig  # noqa: E402
 from pipeline.ray_runtime import ensure_ray, set_verbose  # noqa: E402
-from pipeline.training import RunSpec, TrainSettings, train_distributed  # noqa: E402
+from pipeline.training import RunSpec, TrainSettings, pool_frames, train_distributed  # noqa: E402
 
 
 def main() -> None:
@@ -50,7 +50,7 @@ def main() -> None:
     classes = train_videos.class_names
     set_verbose(False)
     ensure_ray()
-    train = decode_labelled(train_videos.videos, 20, 64)
+    train = decode_labelled(train_videos.videos, pool_frames(20, TrainSettings()), 64)
     val = decode_labelled(val_videos.videos, 20, 64)
     work = Path(tempfile.mkdtemp(prefix="vidpipe-recipe-"))
     uri = args.mlflow_uri or f"sqlite:///{work / 'mlflow.db'}"
