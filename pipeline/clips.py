@@ -131,9 +131,12 @@ def to_arrays(dataset, class_names: Sequence[str], frames: int, size: int
     return np.concatenate(clips), np.concatenate(labels), uris
 
 
-def unpack_batch(batch: dict, class_names: Sequence[str], frames: int, size: int
+def unpack_batch(batch: dict, class_names: Sequence[str], frames: int | None, size: int
                  ) -> tuple[np.ndarray, np.ndarray]:
-    """A numpy batch of clip rows -> (clips uint8 [B, T, H, W, 3], label indices [B])."""
+    """A numpy batch of clip rows -> (clips uint8 [B, T, H, W, 3], label indices [B]).
+    `frames` None: as many as the rows hold (training pools are longer than the model's clips)."""
+    if frames is None:
+        frames = len(batch["clip"][0]) // (size * size * 3) if len(batch["clip"]) else 1
     clips = clip_arrays(batch["clip"], frames, size)
     index = {name: i for i, name in enumerate(class_names)}
     labels = np.asarray([index[str(label)] for label in batch["label"]], np.int64)

@@ -408,8 +408,8 @@ def _train_worker(loop_config: dict) -> None:
         for batch in train_shard.iter_batches(batch_size=settings.batch_size, batch_format="numpy",
                                               local_shuffle_buffer_size=256,
                                               local_shuffle_seed=settings.seed + epoch):
-            clips, labels = unpack_batch(batch, config.class_names,
-                                         pool_frames(config.frames, settings), config.size)
+            # Pools of pool_frames() with temporal jitter, or clips decoded at the model's frames.
+            clips, labels = unpack_batch(batch, config.class_names, None, config.size)
             schedule.apply(optimizer, step)
             step += 1
             batch_loss, batch_correct = train_step(model, optimizer, clips, labels, settings, rng,
