@@ -32,6 +32,9 @@ def test_checkpoint_knows_its_training_videos_and_evaluate_counts_the_overlap(mo
 
 
 def test_progress_line_without_and_with_a_listing_count():
-    line = Progress.line.__get__(type("P", (), {"what": "videos classified"})())
+    line = Progress.line.__get__(type("P", (), {"what": "videos classified", "total": None})())
     assert line(0, 0, 0) == "0 videos classified (0.00/s, 0s)"
     assert line(30, 120, 60) == "30 of 120 listed videos classified (0.50/s, 60s)"
+    # a scan knows what it will classify once it has planned
+    planned = Progress.line.__get__(type("P", (), {"what": "videos classified", "total": 40})())
+    assert planned(30, 0, 60) == "30 of 40 videos classified (0.50/s, 60s)"
