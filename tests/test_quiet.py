@@ -1,12 +1,15 @@
-"""Quiet by default: a small classify and a small train, run as a user runs them (stderr a pipe,
-not a terminal), write only vidpipe's own lines to stderr; `--verbose` brings Ray's logs back.
+"""Quiet by default: a small classify, scan and train, run as a user runs them (stderr a pipe,
+not a terminal), write only vidpipe's own lines to stderr (periodic progress lines included);
+`--verbose` brings Ray's logs back.
 
 Before, a 6-video classify wrote 4 lines (Ray's token-auth WARNING, its INFO start-up line, the
 summary, and one more) and a 6-video train 45 (Ray Train's placement-group cleaner, MLflow's
 artifact bars and pyfunc advice among them). One line is left that vidpipe cannot remove at its
 cause: Ray Data 2.60 hands every actor pool's map transformer to its restartable actors by object
 reference, and Ray's core worker logs `core_worker.cc ... constructor arguments in the object
-store and max_restarts > 0` for that (turning restarts off would cost fault tolerance).
+store and max_restarts > 0` for that (turning restarts off would cost fault tolerance; Ray's
+issue 57733 reports it for a minimal identity map_batches). Ray Train's PreemptionWatcher actor
+gets the same line in every train.
 """
 
 from __future__ import annotations
