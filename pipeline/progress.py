@@ -48,7 +48,7 @@ class Progress:
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         self.handle = ray.remote(_Counter).options(num_cpus=0, scheduling_strategy=here).remote()
         self.say, self.what, self.total = say, what, total
-        self.period_s = period_s or float(os.environ.get(PERIOD_VARIABLE) or PERIOD_S)
+        self.period_s = period_s or period_from_env()
         self.stream = stream or sys.stderr
         self._stop = threading.Event()
         self._started = time.monotonic()
@@ -97,6 +97,16 @@ class Progress:
         of = f" of {self.total}" if self.total else f" of {listed} listed" if listed else ""
         rate = done / seconds if seconds > 0 else 0.0
         return f"{done}{of} {self.what} ({rate:.2f}/s, {seconds:.0f}s)"
+
+
+def period_from_env() -> float:
+    """VIDPIPE_PROGRESS_SECONDS when it is a positive number, else PERIOD_S (a typo in a cron
+    line's environment must not cost the job)."""
+    try:
+        period = float(os.environ.get(PERIOD_VARIABLE) or PERIOD_S)
+    except ValueError:
+        return PERIOD_S
+    return period if period > 0 else PERIOD_S
 
 
 def _is_terminal(stream) -> bool:
