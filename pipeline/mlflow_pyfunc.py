@@ -5,6 +5,8 @@ with `mlflow.pyfunc.load_model` unpickles nothing; the weights come from the `ch
 artifact, read with `torch.load(weights_only=True)`. Not imported by the library itself.
 """
 
+from typing import Any
+
 import mlflow
 import numpy as np
 from mlflow.pyfunc import PythonModel
@@ -18,7 +20,11 @@ class VidpipeClassifier(PythonModel):
 
         self.model, self.config = load_checkpoint(context.artifacts["checkpoint"])
 
-    def predict(self, context, model_input, params=None):
+    # Typed as np.ndarray, a hint MLflow accepts without inferring a schema from it: the logged
+    # signature (a uint8 tensor, tracking.log_model) validates inputs. Without hints MLflow 3 warns
+    # on every definition of this class (at logging and at every load).
+    def predict(self, context, model_input: np.ndarray,
+                params: dict[str, Any] | None = None) -> np.ndarray:
         from pipeline.models import predict_probs
 
         return predict_probs(self.model, np.asarray(model_input, dtype=np.uint8))

@@ -1,19 +1,23 @@
 """Progress of a distributed job as a user sees it: a tqdm bar on a terminal, one line every
-`period_s` seconds otherwise (logs, CI, cron mail), and nothing else.
+`period_s` seconds otherwise (logs, CI, cron mail; VIDPIPE_PROGRESS_SECONDS sets the period),
+and nothing else.
 
 Workers report counts to a small counter actor (`report(handle, key, n)`, fire and forget); a
 thread on the driver reads it. Keys: `listed` (videos the listing tasks have found so far) and
-`done` (videos whose first segment has been classified).
+`done` (videos whose first segment has been classified). A job that knows its total before it
+starts (a scan, after planning) passes `total` instead of counting `listed`.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
 from collections.abc import Callable
 
 PERIOD_S = 30.0  # one line per half minute when stderr is not a terminal
+PERIOD_VARIABLE = "VIDPIPE_PROGRESS_SECONDS"
 
 
 class _Counter:
@@ -37,13 +41,14 @@ class Progress:
     """A counter actor plus the driver thread that shows it. Use as a context manager."""
 
     def __init__(self, say: Callable[[str], None], what: str = "videos classified",
-                 period_s: float = PERIOD_S, stream=None):
+                 period_s: float | None = None, stream=None, total: int | None = None):
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
         self.handle = ray.remote(_Counter).options(num_cpus=0, scheduling_strategy=here).remote()
-        self.say, self.what, self.period_s = say, what, period_s
+        self.say, self.what, self.total = say, what, total
+        self.period_s = period_s or period_from_env()
         self.stream = stream or sys.stderr
         self._stop = threading.Event()
         self._started = time.monotonic()
@@ -51,7 +56,7 @@ class Progress:
         if _is_terminal(self.stream):
             from tqdm import tqdm
 
-            self._bar = tqdm(total=None, unit=" videos", desc=what, file=self.stream,
+            self._bar = tqdm(total=total, unit=" videos", desc=what, file=self.stream,
                              dynamic_ncols=True, leave=False)
         self._thread = threading.Thread(target=self._run, name="vidpipe-progress", daemon=True)
 
@@ -82,16 +87,26 @@ class Progress:
                 continue
             done, listed = counts.get("done", 0), counts.get("listed", 0)
             if self._bar is not None:
-                self._bar.total = listed or None
+                self._bar.total = self.total or listed or None
                 self._bar.n = done
                 self._bar.refresh()
             else:
                 self.say(self.line(done, listed, time.monotonic() - self._started))
 
     def line(self, done: int, listed: int, seconds: float) -> str:
-        of = f" of {listed} listed" if listed else ""
+        of = f" of {self.total}" if self.total else f" of {listed} listed" if listed else ""
         rate = done / seconds if seconds > 0 else 0.0
         return f"{done}{of} {self.what} ({rate:.2f}/s, {seconds:.0f}s)"
+
+
+def period_from_env() -> float:
+    """VIDPIPE_PROGRESS_SECONDS when it is a positive number, else PERIOD_S (a typo in a cron
+    line's environment must not cost the job)."""
+    try:
+        period = float(os.environ.get(PERIOD_VARIABLE) or PERIOD_S)
+    except ValueError:
+        return PERIOD_S
+    return period if period > 0 else PERIOD_S
 
 
 def _is_terminal(stream) -> bool:

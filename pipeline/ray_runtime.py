@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import os
-import warnings
 
 _verbose = False
 
@@ -30,10 +29,6 @@ def set_verbose(verbose: bool) -> None:
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is imported
         # MLflow draws tqdm bars for artifact transfers, also when stderr is a log file.
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-        # MLflow's advice on the pyfunc wrapper's type hints is for MLflow users, not ours (the
-        # signature is explicit, see tracking.log_model); it is issued where the wrapper is loaded.
-        warnings.filterwarnings("ignore", message=r".*Add type hints to the `predict` method",
-                                category=UserWarning)
     _set_levels()
 
 

@@ -44,6 +44,7 @@ from .inference import (TooManyErrors, listing_dataset, manifest_totals, predict
                         stage_rows)
 from .infrastructure import check_nodes
 from .model_store import load_model
+from .progress import Progress
 
 PREDICTIONS = "predictions"
 STATE = "_state"
@@ -302,16 +303,18 @@ def _run(request: ScanRequest, record: dict, loaded, lease, say, started: float)
         raise FileNotFoundError(f"no videos found under {request.archive}; nothing committed")
 
     manifest, nodes = [], []
-    if any(record[change] for change in WORK):
+    if work_count := sum(record[change] for change in WORK):
         log = NodeLog()
         try:
-            work = _read_parquet(plan_uri).filter(
-                expr=_column("change").is_in(list(WORK)))
-            rows = predictions(work, loaded, request.window_seconds, request.batch_size,
-                               request.num_actors, log, decoder=request.decoder)
-            manifest = stage_rows(rows, staging, keep_retry=False,
-                                  state_rows=partial(state_rows, run_id=run_id),
-                                  rows_per_file=request.rows_per_file)
+            with Progress(say, total=work_count) as progress:
+                work = _read_parquet(plan_uri).filter(
+                    expr=_column("change").is_in(list(WORK)))
+                rows = predictions(work, loaded, request.window_seconds, request.batch_size,
+                                   request.num_actors, log, progress.handle,
+                                   decoder=request.decoder)
+                manifest = stage_rows(rows, staging, keep_retry=False,
+                                      state_rows=partial(state_rows, run_id=run_id),
+                                      rows_per_file=request.rows_per_file)
             nodes = log.nodes()
         finally:
             log.close()

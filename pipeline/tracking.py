@@ -51,20 +51,40 @@ def log_model(checkpoint_path: str, registered_name: str | None = None):
     )
     try:
         with warnings.catch_warnings():
-            # The signature is explicit and the wrapper's input is a tensor: MLflow's advice to
-            # add type hints and an input example does not apply.
-            warnings.filterwarnings("ignore", message=".*(type hints|input example)",
-                                    category=UserWarning)
-            return mlflow.pyfunc.log_model(
+            # MLflow's advice to log an input example does not apply: the signature is explicit,
+            # and an example clip would add about a megabyte of JSON to every logged model.
+            warnings.filterwarnings("ignore", message=".*input example", category=UserWarning)
+            info = mlflow.pyfunc.log_model(
                 name=MODEL_NAME_IN_RUN,
                 python_model=PYFUNC_CODE,  # models from code: loading it unpickles nothing
                 artifacts={"checkpoint": staged},
                 signature=signature,
-                registered_model_name=registered_name,
                 pip_requirements=["torch", "numpy"],
             )
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+    if registered_name is not None:
+        info.registered_model_version = register(info.model_id, registered_name).version
+    return info
+
+
+def register(model_id: str, name: str):
+    """A new version of registered model `name` (created if missing) for the logged model
+    `model_id`, as log_model(registered_model_name=...) registers it, but through the client:
+    the fluent path prints "Successfully registered model ..." and "Created version ..." to
+    stderr, which vidpipe's own registration line already says."""
+    import mlflow
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri=mlflow.get_tracking_uri(),
+                          registry_uri=mlflow.get_registry_uri())
+    try:
+        client.create_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
+    return client.create_model_version(name, source=f"models:/{model_id}", model_id=model_id)
 
 
 # --- training runs and the champion/challenger gate -----------------------------------------------

@@ -7,7 +7,7 @@ from pipeline.clips import video_digests, with_fingerprints
 from pipeline.corpus import read_corpus
 from pipeline.evaluation import training_overlap
 from pipeline.models.checkpoint import ModelConfig, checkpoint_bytes, load_checkpoint
-from pipeline.progress import Progress
+from pipeline.progress import PERIOD_S, PERIOD_VARIABLE, Progress, period_from_env
 from pipeline.redact import redact_uri
 
 
@@ -32,6 +32,16 @@ def test_checkpoint_knows_its_training_videos_and_evaluate_counts_the_overlap(mo
 
 
 def test_progress_line_without_and_with_a_listing_count():
-    line = Progress.line.__get__(type("P", (), {"what": "videos classified"})())
+    line = Progress.line.__get__(type("P", (), {"what": "videos classified", "total": None})())
     assert line(0, 0, 0) == "0 videos classified (0.00/s, 0s)"
     assert line(30, 120, 60) == "30 of 120 listed videos classified (0.50/s, 60s)"
+    # a scan knows what it will classify once it has planned
+    planned = Progress.line.__get__(type("P", (), {"what": "videos classified", "total": 40})())
+    assert planned(30, 0, 60) == "30 of 40 videos classified (0.50/s, 60s)"
+
+
+def test_progress_period_from_the_environment(monkeypatch):
+    for value, period in (("5", 5.0), ("0.5", 0.5), ("", PERIOD_S), ("soon", PERIOD_S),
+                          ("0", PERIOD_S), ("-3", PERIOD_S)):
+        monkeypatch.setenv(PERIOD_VARIABLE, value)
+        assert period_from_env() == period, value

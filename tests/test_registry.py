@@ -83,3 +83,30 @@ def test_unknown_alias_names_the_store(store, tmp_path, motion_corpus, capsys):
     assert code == 1
     error = capsys.readouterr().err.strip()
     assert "models:/vidpipe@nightly" in error and f"MLflow store {store}" in error
+
+
+def test_registering_prints_nothing_and_links_each_version_to_its_run(tmp_path, capsys):
+    # MLflow's fluent registration printed "Successfully registered model 'NAME'." and "Created
+    # version 'N' of model 'NAME'." to stderr beside vidpipe's own line on the registration.
+    import mlflow
+    from mlflow import MlflowClient
+
+    from pipeline.tracking import log_model
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    config = ModelConfig("cnn3d_none", ("MoveLeft", "MoveRight"), frames=8, size=32)
+    save_checkpoint(config.build(), config, tmp_path / "model.pt")
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    mlflow.set_experiment("vidpipe-train")  # not the experiment id another store's test left active
+    capsys.readouterr()
+    runs, versions = [], []
+    for _ in range(2):  # the first creates the registered model, the second adds a version
+        with mlflow.start_run() as run:
+            versions.append(log_model(str(tmp_path / "model.pt"), "quiet").registered_model_version)
+        runs.append(run.info.run_id)
+    err = capsys.readouterr().err
+    assert "registered model" not in err and "Created version" not in err, err
+    assert [str(v) for v in versions] == ["1", "2"]
+    client = MlflowClient(uri, uri)
+    assert [client.get_model_version("quiet", v).run_id for v in ("1", "2")] == runs
