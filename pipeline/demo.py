@@ -1,7 +1,7 @@
 """`make demo`: the main job end to end on embedded defaults, one `vidpipe` command per step.
 
-Makes a small synthetic motion corpus, trains the paper's model with two Ray Train workers
-(tracked and registered in a local MLflow store), classifies the corpus with the registered
+Makes a small synthetic motion corpus, trains the default model with the default settings on two
+Ray Train workers (tracked and registered in a local MLflow store), classifies the corpus with the registered
 champion through Ray Data into Parquet, and prints where everything went. A second `make demo`
 starts clean: it says so and removes what the previous one wrote (only the demo's own names under
 --out), so that its results never mix with an earlier run's.
@@ -17,6 +17,9 @@ import sys
 import time
 
 from .cli import main as vidpipe
+from .training import TrainSettings
+
+EPOCHS = TrainSettings().epochs  # the defaults, as a user's first `vidpipe train` gets them
 
 MODEL_NAME = "vidpipe"  # the name the README's examples use: models:/vidpipe@champion
 # Everything a demo run writes under --out (train writes model-report/ and ray-train/ beside the
@@ -37,7 +40,7 @@ def clean(out: str) -> None:
             os.remove(path)
 
 
-def run(out: str, per_class: int = 24, epochs: int = 10) -> int:
+def run(out: str, per_class: int = 24, epochs: int = EPOCHS) -> int:
     corpus = os.path.join(out, "corpus")
     checkpoint = os.path.join(out, "model.pt")
     predictions = os.path.join(out, "predictions.parquet")
@@ -70,6 +73,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="demo-output", help="where everything goes (default: demo-output)")
     parser.add_argument("--per-class", type=int, default=24, help="videos per class (default: 24)")
-    parser.add_argument("--epochs", type=int, default=10, help="training epochs (default: 10)")
+    parser.add_argument("--epochs", type=int, default=EPOCHS,
+                        help=f"training epochs (default: {EPOCHS}, vidpipe train's)")
     args = parser.parse_args()
     sys.exit(run(args.out, args.per_class, args.epochs))
