@@ -141,7 +141,9 @@ def test_each_hostile_file_has_exactly_one_well_formed_outcome(outcomes, job, na
 
 # --- the decode deadline ------------------------------------------------------------------------
 
-SLOW_FPS, SLOW_SECONDS = 1000, 50  # 50,000 tiny frames in one GOP: seconds of decoding
+# 118,000 16x16 frames in one GOP: seconds of decoding (3-10 s here), all within one minute of
+# video, so the deadline is exactly --decode-timeout.
+SLOW_FPS, SLOW_SECONDS = 2000, 59
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +152,7 @@ def slow_video(tmp_path_factory) -> Path:
     Duration element claims a day, so a deadline taken from the header would be a day long."""
     folder = tmp_path_factory.mktemp("slow")
     honest = folder / "honest.mkv"
-    run_ffmpeg("-f", "lavfi", "-i", f"testsrc=size=64x48:rate={SLOW_FPS}:duration={SLOW_SECONDS}",
+    run_ffmpeg("-f", "lavfi", "-i", f"testsrc=size=16x16:rate={SLOW_FPS}:duration={SLOW_SECONDS}",
                "-c:v", "libx264", "-preset", "ultrafast", "-g", "1000000", "-pix_fmt", "yuv420p",
                str(honest))
     slow = folder / "slow_claims_a_day.mkv"

@@ -98,14 +98,15 @@ def write_sparse_key_index_video(path: Path, count: int, fps: int = 25, keyint: 
 
 # --- containers that lie about their duration -------------------------------------------------
 
-_MP4_CONTAINER_BOXES = {b"moov", b"trak", b"mdia", b"edts"}
+_MP4_CONTAINER_BOXES = {b"moov", b"trak", b"mdia"}
 
 
 def scale_mp4_durations(data: bytes, factor: float) -> bytes:
     """The MP4 with the duration fields of its movie (mvhd), track (tkhd) and media (mdhd)
-    headers and its edit list (elst) multiplied by `factor` (capped to the field): the header
-    claims a longer or shorter video than its samples hold; the sample tables, which demuxing
-    follows, are untouched."""
+    headers multiplied by `factor` (capped to the field): the header claims a longer or shorter
+    video than its samples hold; the sample tables, which demuxing follows, are untouched. So is
+    the edit list (elst): it is no claim but an instruction, which FFmpeg follows as players do
+    (an edit that shows 0.04 s of the media makes a 0.04 s video)."""
     out = bytearray(data)
 
     def walk(start: int, end: int) -> None:
@@ -125,12 +126,6 @@ def scale_mp4_durations(data: bytes, factor: float) -> bytes:
                 # version/flags, creation and modification times, then timescale or track id
                 # (tkhd also has 4 reserved bytes before its duration)
                 offset = body + 4 + 2 * width + 4 + (4 if kind == b"tkhd" else 0)
-                value = int.from_bytes(data[offset:offset + width], "big")
-                scaled = min(max(1, int(value * factor)), 2 ** (8 * width) - 1)
-                out[offset:offset + width] = scaled.to_bytes(width, "big")
-            elif kind == b"elst":  # the edit list's first entry spans the whole track
-                width = 8 if data[body] == 1 else 4
-                offset = body + 8
                 value = int.from_bytes(data[offset:offset + width], "big")
                 scaled = min(max(1, int(value * factor)), 2 ** (8 * width) - 1)
                 out[offset:offset + width] = scaled.to_bytes(width, "big")
