@@ -293,13 +293,16 @@ class _Video:
         return errors[0] if errors else None
 
     def _count_packets(self) -> int:
-        """Video packets, read without decoding (containers such as MKV carry no frame count);
-        under the deadline for one minute of video, since the length is not known yet."""
+        """Video packets, read without decoding (containers such as MKV carry no frame count).
+        Under a deadline that grows with the packets counted (a frame each), as the CLI
+        backend's grows with the frames decoded: the length is not known before."""
         count = 0
         for packet in self._container.demux(self.stream):
-            count += bool(packet.size)
-            if count % 1024 == 0:
-                self.check_deadline()
+            if packet.size:
+                count += 1
+                if count % 1024 == 0:
+                    self._allowed_s = deadline_s(self._timeout_s, float(count / self.fps))
+                    self.check_deadline()
         return count
 
     def _open_reason(self, exc: av.error.FFmpegError) -> str:

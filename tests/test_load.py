@@ -100,6 +100,9 @@ def test_two_thousand_clips_with_flat_memory(ray_cluster, tmp_path):
         started = time.perf_counter()
         while not stop.is_set():
             samples.append((time.perf_counter() - started, _pss_bytes(_cluster_pids(temp_dir))))
+            if len(samples) % 60 == 0:  # a line a minute: a run stopped early still tells
+                print(f"load: {samples[-1][0]:.0f}s cluster PSS {samples[-1][1] / 2**30:.2f} GiB",
+                      flush=True)
             stop.wait(1.0)
 
     sampler = threading.Thread(target=sample, daemon=True)
