@@ -17,7 +17,7 @@ from collections.abc import Callable
 from . import infrastructure, preflight, storage, synthetic
 from .corpus import CorpusError
 from .errors import InvalidInput
-from .frames import DECODERS, DEFAULT_DECODER, VideoDecodeError
+from .frames import DECODERS, DEFAULT_DECODER, DEFAULT_TIMEOUT_S, VideoDecodeError
 from .infrastructure import InfrastructureError
 from .inference import TooManyErrors
 from .lease import LeaseHeld, LeaseLost
@@ -160,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(classify)
     _add_cluster(classify)
     _add_decoder(classify)
+    _add_decode_timeout(classify)
     classify.set_defaults(run=_classify)
 
     scan = subcommands.add_parser(
@@ -191,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(scan)
     _add_cluster(scan)
     _add_decoder(scan)
+    _add_decode_timeout(scan)
     scan.set_defaults(run=_scan)
 
     models = subcommands.add_parser(
@@ -306,7 +308,8 @@ def _classify(args) -> dict:
     summary = classify(args.input, args.output, args.model, window_seconds=args.window_seconds,
                        batch_size=args.batch_size, num_actors=args.num_actors,
                        error_threshold=args.error_threshold, mlflow_uri=args.mlflow_uri,
-                       ray_address=args.ray_address, decoder=args.decoder, say=say)
+                       ray_address=args.ray_address, decoder=args.decoder,
+                       decode_timeout_s=args.decode_timeout, say=say)
     say(f"{summary['videos']} videos, {summary['segments']} segments, {summary['errors']} errors "
         f"in {summary['wall_s']:.1f}s ({summary['videos_per_s']:.2f} videos/s) -> {summary['output']}")
     return summary
@@ -327,7 +330,7 @@ def _scan(args) -> dict:
         window_seconds=args.window_seconds, batch_size=args.batch_size, num_actors=args.num_actors,
         error_threshold=args.error_threshold, rows_per_file=args.rows_per_file,
         lease_seconds=args.lease_seconds, mlflow_uri=args.mlflow_uri, ray_address=args.ray_address,
-        decoder=args.decoder)
+        decoder=args.decoder, decode_timeout_s=args.decode_timeout)
     return run_scan(request, say)
 
 
@@ -368,6 +371,14 @@ def _add_decoder(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decoder", choices=DECODERS, default=DEFAULT_DECODER,
                         help="video decoding: pyav (in process, decodes only the sampled frames; "
                              "default) or ffmpeg (one ffmpeg CLI process per video)")
+
+
+def _add_decode_timeout(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--decode-timeout", type=_positive_float, default=DEFAULT_TIMEOUT_S,
+                        metavar="SECONDS",
+                        help="a video whose decoding takes longer than this per started minute of "
+                             "video (counted from its frames, not its header) gets an error row "
+                             f"(default {DEFAULT_TIMEOUT_S:g})")
 
 
 def _add_cluster(parser: argparse.ArgumentParser) -> None:

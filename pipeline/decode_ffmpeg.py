@@ -241,8 +241,9 @@ class _FrameStream:
     """One ffmpeg process decoding a video to raw RGB frames at `size`, read frame by frame.
 
     stderr is drained by a thread (so ffmpeg never blocks on a full pipe); a watchdog kills the
-    process at the deadline (frames.deadline_s: it grows with the duration once the header is
-    read); the process is always reaped on exit.
+    process at the deadline (frames.deadline_s over the frames delivered so far: it grows with the
+    video actually decoded, whatever duration the header claims); the process is always reaped on
+    exit.
     """
 
     def __init__(self, path: str, size: tuple[int, int], timeout_s: float, threads: int = 1):
@@ -270,6 +271,8 @@ class _FrameStream:
         self._header_seen = threading.Event()
         self._timed_out = False
         self._allowed_s = timeout_s
+        self._delivered = 0  # frames read from the pipe so far (the watchdog's measure of progress)
+        self._fps = 0.0  # the header's rate once it is read
         self._done = threading.Event()
 
     def __enter__(self) -> _FrameStream:
@@ -297,6 +300,7 @@ class _FrameStream:
             chunk = read(self._frame_bytes)
             if len(chunk) < self._frame_bytes:
                 return  # end of stream (a partial frame means ffmpeg died mid-frame)
+            self._delivered += 1
             yield np.frombuffer(chunk, dtype=np.uint8).reshape(self._shape)
 
     def header_fps(self) -> float:
@@ -337,12 +341,14 @@ class _FrameStream:
             if "Output #0" in line and not self._header_seen.is_set():
                 header = _parse_header(self._stderr)
                 if header is not None:
-                    self._allowed_s = deadline_s(self._timeout_s, header.duration_s)
+                    self._fps = header.fps
                 self._header_seen.set()
         self._header_seen.set()
 
     def _kill_on_timeout(self) -> None:
         while not self._done.wait(timeout=min(1.0, self._timeout_s)):
+            decoded_s = self._delivered / self._fps if self._fps > 0 else 0.0
+            self._allowed_s = deadline_s(self._timeout_s, decoded_s)
             if time.monotonic() - self._started > self._allowed_s and self._proc.poll() is None:
                 self._timed_out = True
                 self._proc.kill()

@@ -225,10 +225,10 @@ class _Video:
         ticks = self.time_base * self.fps  # frames per pts tick, exact
         self._ticks_num, self._ticks_den = ticks.numerator, ticks.denominator
         self.seekable = bool(getattr(self._source, "seekable", lambda: True)())
-        duration = float(stream.duration * self.time_base) if stream.duration else (
-            container.duration / av.time_base if container.duration else 0.0)
-        self._allowed_s = deadline_s(self._timeout_s, duration)
         self.announced_frames = stream.frames or self._count_packets()
+        # The deadline follows the frames the demuxer indexed or counted (what decoding walks),
+        # not the header's duration, which can claim anything (frames.DEFAULT_TIMEOUT_S).
+        self._allowed_s = deadline_s(self._timeout_s, float(self.announced_frames / self.fps))
 
     def __exit__(self, *exc) -> None:
         container = getattr(self, "_container", None)
@@ -293,8 +293,16 @@ class _Video:
         return errors[0] if errors else None
 
     def _count_packets(self) -> int:
-        """Video packets, read without decoding (containers such as MKV carry no frame count)."""
-        count = sum(1 for packet in self._container.demux(self.stream) if packet.size)
+        """Video packets, read without decoding (containers such as MKV carry no frame count).
+        Under a deadline that grows with the packets counted (a frame each), as the CLI
+        backend's grows with the frames decoded: the length is not known before."""
+        count = 0
+        for packet in self._container.demux(self.stream):
+            if packet.size:
+                count += 1
+                if count % 1024 == 0:
+                    self._allowed_s = deadline_s(self._timeout_s, float(count / self.fps))
+                    self.check_deadline()
         return count
 
     def _open_reason(self, exc: av.error.FFmpegError) -> str:

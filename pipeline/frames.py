@@ -29,8 +29,11 @@ import numpy as np
 
 DEFAULT_NUM_FRAMES = 20
 DEFAULT_SIZE = (64, 64)  # (height, width)
-# The decode deadline: DEFAULT_TIMEOUT_S per started minute of video (a 60-minute video gets an
-# hour), measured from the start; a corrupt stream that stalls still fails instead of hanging.
+# The decode deadline: DEFAULT_TIMEOUT_S per started minute of video (a 60-minute video gets two
+# hours), measured from the start; a corrupt stream that stalls still fails instead of hanging.
+# "Minutes of video" are counted from the stream's frames (count / fps), never from the duration
+# the container's header states: a header can claim days to buy a slow decode unlimited time.
+# `vidpipe classify/scan --decode-timeout` sets it.
 DEFAULT_TIMEOUT_S = 120.0
 DECODERS = ("pyav", "ffmpeg")
 DEFAULT_DECODER = "pyav"
@@ -153,7 +156,8 @@ def finish_segments(segments: list[Segment], duration_s: float) -> list[Segment]
 
 
 def deadline_s(timeout_s: float, duration_s: float) -> float:
-    """Seconds a decode may take: `timeout_s` per started minute of video."""
+    """Seconds a decode may take: `timeout_s` per started minute of video; `duration_s` must come
+    from the stream's frames (see DEFAULT_TIMEOUT_S), not from the container's header."""
     return timeout_s * max(1.0, np.ceil(max(duration_s, 0.0) / 60.0))
 
 

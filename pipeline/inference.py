@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 import torch
 
 from . import commit, faults, storage
-from .frames import DEFAULT_DECODER
+from .frames import DEFAULT_DECODER, DEFAULT_TIMEOUT_S
 from .infrastructure import check_nodes
 from .model_store import LoadedModel, load_model
 from .models import predict_probs
@@ -129,12 +129,13 @@ def _list_units(units: pa.Table, progress=None):
 
 def predictions(videos, loaded: LoadedModel, window_seconds: float | None = None,
                 batch_size: int = 16, num_actors: int | None = None, nodes=None, progress=None,
-                decoder: str = DEFAULT_DECODER):
+                decoder: str = DEFAULT_DECODER, decode_timeout_s: float = DEFAULT_TIMEOUT_S):
     """Listed videos (a Ray dataset with the LISTING_SCHEMA columns) -> prediction rows plus
     `retry`. `window_seconds`: None = the model's training clip duration, 0 = whole videos.
     Decoded clips flow in bounded batches from decode tasks to a pool of classifier actors (GPU
     actors when the cluster has GPUs). `nodes`: a ray_runtime.NodeLog to report to; `progress`:
-    a progress.Progress handle; `decoder`: one of frames.DECODERS."""
+    a progress.Progress handle; `decoder`: one of frames.DECODERS; `decode_timeout_s`: the
+    decode deadline per started minute of video (frames.DEFAULT_TIMEOUT_S)."""
     import ray
 
     from .ray_runtime import cluster_has_gpus
@@ -157,7 +158,8 @@ def predictions(videos, loaded: LoadedModel, window_seconds: float | None = None
                      memory=DECODE_MEMORY,
                      fn_kwargs={"frames": config.frames, "size": config.size,
                                 "window_seconds": config.window_seconds(window_seconds),
-                                "nodes": nodes, "decoder": decoder})
+                                "nodes": nodes, "decoder": decoder,
+                                "timeout_s": decode_timeout_s})
         .map_batches(ClassifierActor, batch_size=batch_size, batch_format="pyarrow",
                      compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
                      fn_constructor_kwargs={"checkpoint": loaded.checkpoint,
@@ -169,12 +171,12 @@ def predictions(videos, loaded: LoadedModel, window_seconds: float | None = None
 
 
 def _decode(videos: pa.Table, frames: int, size: int, window_seconds: float | None, nodes,
-            decoder: str = DEFAULT_DECODER):
+            decoder: str = DEFAULT_DECODER, timeout_s: float = DEFAULT_TIMEOUT_S):
     from .ray_runtime import report_node
 
     report_node(nodes)
     faults.pause("decoding")
-    yield from decode_batch(videos, frames, size, window_seconds, decoder)
+    yield from decode_batch(videos, frames, size, window_seconds, decoder, timeout_s)
 
 
 class ClassifierActor:
@@ -217,7 +219,7 @@ def classify(input_uri: str, output_uri: str, model_ref: str, *, window_seconds:
              batch_size: int = 16, num_actors: int | None = None, error_threshold: float = 0.5,
              mlflow_uri: str | None = None, ray_address: str | None = None,
              rows_per_file: int = ROWS_PER_FILE, decoder: str = DEFAULT_DECODER,
-             say=None) -> dict:
+             decode_timeout_s: float = DEFAULT_TIMEOUT_S, say=None) -> dict:
     """listing -> predictions -> committed Parquet files in OUTPUT (OUTPUT/*.parquet).
 
     Files are staged under OUTPUT/_staging and committed (commit.py); a rerun replaces the files
@@ -238,7 +240,8 @@ def classify(input_uri: str, output_uri: str, model_ref: str, *, window_seconds:
     try:
         with Progress(say or (lambda line: None)) as progress:
             rows = predictions(listing_dataset(input_uri, progress.handle), loaded, window_seconds,
-                               batch_size, num_actors, nodes, progress.handle, decoder=decoder)
+                               batch_size, num_actors, nodes, progress.handle, decoder=decoder,
+                               decode_timeout_s=decode_timeout_s)
             manifest = stage_rows(rows, staging, keep_retry=True, rows_per_file=rows_per_file)
         node_ids = nodes.nodes()
     finally:

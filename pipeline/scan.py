@@ -40,6 +40,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import commit, faults, storage
+from .frames import DEFAULT_TIMEOUT_S
 from .inference import (TooManyErrors, listing_dataset, manifest_totals, predictions,
                         stage_rows)
 from .infrastructure import check_nodes
@@ -88,6 +89,7 @@ class ScanRequest:
     mlflow_uri: str | None = None
     ray_address: str | None = None
     decoder: str = "pyav"  # frames.DECODERS
+    decode_timeout_s: float = DEFAULT_TIMEOUT_S  # per started minute of video
 
 
 # --- the diff (pure) ----------------------------------------------------------------------------
@@ -311,7 +313,8 @@ def _run(request: ScanRequest, record: dict, loaded, lease, say, started: float)
                     expr=_column("change").is_in(list(WORK)))
                 rows = predictions(work, loaded, request.window_seconds, request.batch_size,
                                    request.num_actors, log, progress.handle,
-                                   decoder=request.decoder)
+                                   decoder=request.decoder,
+                                   decode_timeout_s=request.decode_timeout_s)
                 manifest = stage_rows(rows, staging, keep_retry=False,
                                       state_rows=partial(state_rows, run_id=run_id),
                                       rows_per_file=request.rows_per_file)

@@ -80,11 +80,13 @@ def error_record(video: dict, reason: str, retry: bool) -> dict:
 
 
 def decode_batch(videos: pa.Table, frames: int, size: int, window_seconds: float | None,
-                 decoder: str = DEFAULT_DECODER) -> Iterable[pa.Table]:
+                 decoder: str = DEFAULT_DECODER, timeout_s: float = DEFAULT_TIMEOUT_S
+                 ) -> Iterable[pa.Table]:
     """Ray Data step: a batch of listed videos -> SEGMENT_SCHEMA tables, one per video (a long
-    video's clips never pile up with the next one's)."""
+    video's clips never pile up with the next one's). `timeout_s`: frames.DEFAULT_TIMEOUT_S."""
     for video in videos.select(["video_uri", "video_etag", "video_bytes"]).to_pylist():
-        yield records_to_table(decode_video(video, frames, size, window_seconds, decoder=decoder))
+        yield records_to_table(decode_video(video, frames, size, window_seconds,
+                                            timeout_s=timeout_s, decoder=decoder))
 
 
 def records_to_table(records: list[dict]) -> pa.Table:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 import subprocess
 from pathlib import Path
 
@@ -93,3 +94,54 @@ def write_sparse_key_index_video(path: Path, count: int, fps: int = 25, keyint: 
            "-keyint_min", str(keyint), "-sc_threshold", "0", "-bf", str(bframes), str(path)]
     subprocess.run(cmd, input=frames.tobytes(), check=True)
     return path
+
+
+# --- containers that lie about their duration -------------------------------------------------
+
+_MP4_CONTAINER_BOXES = {b"moov", b"trak", b"mdia"}
+
+
+def scale_mp4_durations(data: bytes, factor: float) -> bytes:
+    """The MP4 with the duration fields of its movie (mvhd), track (tkhd) and media (mdhd)
+    headers multiplied by `factor` (capped to the field): the header claims a longer or shorter
+    video than its samples hold; the sample tables, which demuxing follows, are untouched. So is
+    the edit list (elst): it is no claim but an instruction, which FFmpeg follows as players do
+    (an edit that shows 0.04 s of the media makes a 0.04 s video)."""
+    out = bytearray(data)
+
+    def walk(start: int, end: int) -> None:
+        pos = start
+        while pos + 8 <= end:
+            size, kind = int.from_bytes(data[pos:pos + 4], "big"), data[pos + 4:pos + 8]
+            body = pos + 8
+            if size == 1:
+                size, body = int.from_bytes(data[pos + 8:pos + 16], "big"), pos + 16
+            elif size == 0:
+                size = end - pos
+            if kind in _MP4_CONTAINER_BOXES:
+                walk(body, pos + size)
+            elif kind in (b"mvhd", b"tkhd", b"mdhd"):
+                wide = data[body] == 1  # version 1: 64-bit times and duration
+                width = 8 if wide else 4
+                # version/flags, creation and modification times, then timescale or track id
+                # (tkhd also has 4 reserved bytes before its duration)
+                offset = body + 4 + 2 * width + 4 + (4 if kind == b"tkhd" else 0)
+                value = int.from_bytes(data[offset:offset + width], "big")
+                scaled = min(max(1, int(value * factor)), 2 ** (8 * width) - 1)
+                out[offset:offset + width] = scaled.to_bytes(width, "big")
+            pos += size
+
+    walk(0, len(data))
+    return bytes(out)
+
+
+def scale_mkv_duration(data: bytes, factor: float) -> bytes:
+    """The Matroska file with its Segment Info Duration element (ID 0x4489, a float) multiplied
+    by `factor`; the blocks' timestamps are untouched."""
+    for size, fmt in ((8, ">d"), (4, ">f")):
+        at = data.find(b"\x44\x89" + bytes([0x80 | size]))
+        if at >= 0:
+            start = at + 3
+            (value,) = struct.unpack(fmt, data[start:start + size])
+            return data[:start] + struct.pack(fmt, value * factor) + data[start + size:]
+    raise ValueError("no Duration element")
