@@ -9,7 +9,7 @@ benchmark compares against. Both keep the epoch that scored best on validation.
 The recipe (measured in README.md, "Training recipe"): the paper's batch of 4 clips per worker
 and lr 0.001 per 4 clips, scaled linearly with the global batch; AdamW with weight decay; linear
 warm-up then cosine decay; a per-layer learning-rate scale for weight matrices with a large
-fan-in (the GRU's 4,096 inputs); random resized crops and photometric jitter.
+fan-in (the GRU's 4,096 inputs); random resized crops, photometric jitter and temporal jitter.
 """
 
 from __future__ import annotations
