@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import time
 
-from .clips import dataset_fingerprint, to_arrays
+from .clips import dataset_fingerprint, to_arrays, video_digests, with_fingerprints
 from .errors import InvalidInput
 from .evaluation import evaluate
 from .models import count_parameters
@@ -49,6 +49,7 @@ def run_ablation(args, say) -> dict:
     data = split_data(args.data, args.val, args.val_fraction, args.seed)
     if not data.val:
         raise InvalidInput("the ablation needs validation videos (--val, or several groups in DATA)")
+    data.train, data.val = with_fingerprints(data.train), with_fingerprints(data.val)
     ensure_ray(args.ray_address)
     settings = args.settings
     train, val = decode_split(data, args.frames, args.size, args.cache, args.window_seconds,
@@ -57,10 +58,16 @@ def run_ablation(args, say) -> dict:
     uri = tracking_uri(args.mlflow_uri)
     stamp = time.strftime("%Y%m%d-%H%M%S")  # a fresh Ray Train run per invocation: timings must be real
     os.makedirs(args.out, exist_ok=True)
+    fingerprint = dataset_fingerprint(data.train + data.val)
     rows = []
     for arch in archs:
+        # The same lineage as `vidpipe train` writes: a variant's checkpoint classifies in the
+        # windows it was trained on and knows its training videos (evaluate's overlap warning).
         config = ModelConfig(arch=arch, class_names=data.class_names, frames=args.frames,
-                             size=args.size)
+                             size=args.size,
+                             clip_seconds=args.window_seconds or train.median_seconds,
+                             dataset_fingerprint=fingerprint,
+                             training_videos=video_digests(data.train))
         run = RunSpec(os.path.abspath(os.path.join(args.out, "ray-train")), f"{arch}-{stamp}",
                       workers=args.workers, use_gpu=args.gpus)
         tracking = TrackedRun(uri, args.experiment, arch, lambda m: say(f"warning: {m}"))
@@ -80,7 +87,7 @@ def run_ablation(args, say) -> dict:
         save_checkpoint(result.model, config, os.path.join(args.out, f"{arch}.pt"))
         tracking.log_params({**settings.__dict__, "arch": arch, "frames": args.frames,
                              "size": args.size, "workers": args.workers,
-                             "dataset_fingerprint": dataset_fingerprint(data.train + data.val)})
+                             "dataset_fingerprint": fingerprint})
         tracking.log_metrics({key: row[key] for key in
                               ("val_accuracy", "parameters", "train_s", "seconds_per_frame")})
         tracking.end()

@@ -27,7 +27,7 @@ from . import commit, faults, storage
 from .frames import DEFAULT_DECODER, DEFAULT_TIMEOUT_S
 from .infrastructure import check_nodes
 from .model_store import LoadedModel, load_model
-from .models import predict_probs
+from .models import for_inference, predict_probs
 from .progress import Progress, report
 from .rows import error_row, prediction_row, rows_to_table
 from .segments import clip_arrays, decode_batch, decode_video
@@ -45,7 +45,7 @@ class Classifier:
     """Loads the model once; maps a list of segment records to prediction rows."""
 
     def __init__(self, loaded: LoadedModel, device: str = "cpu"):
-        self.model = loaded.model.to(device).eval()
+        self.model = for_inference(loaded.model, device)  # BatchNorm folded; channels-last on CPU
         self.config = loaded.config
         self.lineage = loaded.lineage
         self.device = device

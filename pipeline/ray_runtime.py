@@ -14,6 +14,7 @@ import logging
 import os
 
 _verbose = False
+SMALL_CLUSTER_CPUS = 8  # below this, Ray Data's per-operator reservation is turned off (ensure_ray)
 
 
 def set_verbose(verbose: bool) -> None:
@@ -72,8 +73,16 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         # "local" explicitly: a bare ray.init() would join any cluster `ray start` left on this machine.
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **options)
     _set_levels()  # importing ray.data re-applies its own logging configuration
+    context = ray.data.DataContext.get_current()
     # Ray Data's per-operator bars only with --verbose: vidpipe shows one bar of its own (progress.py).
-    ray.data.DataContext.get_current().enable_progress_bars = _verbose
+    context.enable_progress_bars = _verbose
+    # Ray Data reserves half the cluster's CPUs, split evenly, for its operators. On a small
+    # cluster that is a fraction of a CPU each for the six of a classify (listing, re-blocking,
+    # decoding, classifier actors, staging), less than one decode task, while the actor pool holds
+    # a whole CPU: decoding then waits its turn. Without the reservation an 800-clip classify on
+    # 2 CPUs took 41-51 s instead of 57-62 s (tests/benchmarks/README.md). Large clusters keep it.
+    if ray.cluster_resources().get("CPU", 0) < SMALL_CLUSTER_CPUS:
+        context.op_resource_reservation_enabled = False
 
 
 def quiet_worker() -> None:

@@ -102,7 +102,7 @@ def run_training(request: TrainRequest, say: Callable[[str], None]) -> dict:
                   max_failures=request.max_failures)
     identity = _run_identity(config, settings)
     marker = _read_marker(run)
-    _check_resumable(run, marker, identity)
+    _check_resumable(run, marker, identity, started=_run_started(run))
     uri = tracking_uri(request.mlflow_uri)
     tracking = TrackedRun(uri, request.experiment, run.name, lambda m: say(f"warning: {m}"),
                            resume_run_id=marker.get("mlflow_run_id"))
@@ -289,19 +289,37 @@ def _run_identity(config: ModelConfig, settings: TrainSettings) -> dict:
             "settings": {k: v for k, v in settings.__dict__.items() if k != "epochs"}}
 
 
-def _check_resumable(run: RunSpec, marker: dict, identity: dict) -> None:
+def _check_resumable(run: RunSpec, marker: dict, identity: dict, started: bool = False) -> None:
     """A rerun resumes the run of the same name; refuse when that run was trained on other data,
-    classes or settings, so old weights are never continued (or registered) as if new."""
+    classes or settings, so old weights are never continued (or registered) as if new.
+    `started`: the run's folder already holds Ray Train state; without an identity in its marker
+    (a run left by an older vidpipe, or a marker lost) nothing says what it trained on: refuse."""
     # Both as the marker stores them (JSON: tuples become lists).
     previous = json.loads(json.dumps(marker.get("identity")))
     identity = json.loads(json.dumps(identity))
-    if not previous or previous == identity:
+    if previous == identity:
         return
+    if not previous:
+        if not started:
+            return  # a fresh run
+        raise InvalidInput(f"Ray Train run {run.name} exists but does not record what it was "
+                           f"trained on; choose another --name (or remove "
+                           f"{run.storage_path}/{run.name}) to start afresh")
     differing = sorted({f"{part}.{key}" for part in identity for key in
                         set(identity[part]) | set(previous.get(part, {}))
                         if identity[part].get(key) != previous.get(part, {}).get(key)})
     raise InvalidInput(f"Ray Train run {run.name} exists with other {', '.join(differing)}; "
                      f"choose another --name (or remove {run.storage_path}/{run.name}) to start afresh")
+
+
+def _run_started(run: RunSpec) -> bool:
+    """Whether the run's folder holds anything besides its marker (Ray Train checkpoints, state)."""
+    fs, path = filesystem(posixpath.join(run.storage_path.rstrip("/"), run.name))
+    try:
+        entries = fs.ls(path, detail=False)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    return any(posixpath.basename(entry.rstrip("/")) != RUN_MARKER for entry in entries)
 
 
 def _read_marker(run: RunSpec) -> dict:

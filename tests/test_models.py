@@ -92,3 +92,38 @@ def test_our_variants_normalise_each_convolution_and_keep_the_paper_shapes():
         # 112 more parameters than the paper's model (scale and shift per channel, no conv bias)
         assert count_parameters(model) == count_parameters(build_model("cnn3d_gru", 4)) + 112
         assert model(torch.rand(2, 3, 20, 64, 64)).shape == (2, 4)
+
+
+def test_the_fast_pool_equals_max_pool_and_keeps_its_gradients_in_training():
+    from pipeline.models.backbones import MaxPool3d2
+
+    torch.manual_seed(0)
+    fast, reference = MaxPool3d2().eval(), torch.nn.MaxPool3d(2)
+    for shape in ((2, 3, 20, 64, 64), (1, 4, 5, 7, 9)):  # odd sizes are floored, as MaxPool3d does
+        x = torch.randn(shape)
+        with torch.inference_mode():
+            assert torch.equal(fast(x), reference(x))
+    x = torch.randn(2, 3, 4, 6, 6, requires_grad=True)
+    fast.train()(x).sum().backward()  # training: nn.MaxPool3d's own backward (one index per window)
+    assert x.grad.sum().item() == 2 * 3 * 2 * 3 * 3
+
+
+@pytest.mark.parametrize("arch", ["cnn3d_gru", "cnn3dbnmix_gru", "cnn3dgn_gru", "cnn2d_gru32"])
+def test_the_inference_copy_predicts_what_the_model_does(arch):
+    import numpy as np
+
+    from pipeline.models import for_inference, predict_probs
+
+    torch.manual_seed(0)
+    model = build_model(arch, 4, frames=8, size=32)
+    with torch.no_grad():  # BatchNorm statistics that are not the initial ones
+        model.train()(torch.rand(4, 3, 8, 32, 32) * 2)
+    model.eval()
+    clips = (np.random.default_rng(0).random((5, 8, 32, 32, 3)) * 255).astype(np.uint8)
+    expected = predict_probs(model, clips)
+    fast = for_inference(model)
+    np.testing.assert_allclose(predict_probs(fast, clips), expected, atol=1e-5)
+    np.testing.assert_allclose(predict_probs(fast, clips[:1]), expected[:1], atol=1e-5)  # a lone clip
+    if "bn" in arch:
+        assert not any(isinstance(m, torch.nn.BatchNorm3d) for m in fast.modules())  # folded
+    assert any(isinstance(m, torch.nn.BatchNorm3d) for m in model.modules()) == ("bn" in arch)

@@ -153,6 +153,24 @@ def test_a_run_is_not_resumed_on_other_data_or_settings():
     with pytest.raises(ValueError, match=r"other settings\.lr"):
         _check_resumable(Run, {"identity": identity},
                          _run_identity(config, TrainSettings(epochs=5, lr=3e-3)))
+    # a run folder with Ray Train state but no identity (an older vidpipe's run, a lost marker)
+    with pytest.raises(ValueError, match="does not record what it was trained on"):
+        _check_resumable(Run, {}, identity, started=True)
+    with pytest.raises(ValueError, match="does not record what it was trained on"):
+        _check_resumable(Run, {"mlflow_run_id": "abc"}, identity, started=True)
+
+
+def test_an_existing_run_folder_without_an_identity_is_not_resumed(tmp_path):
+    from pipeline.train_job import RUN_MARKER, _run_started
+    from pipeline.training import RunSpec
+
+    run = RunSpec(str(tmp_path), "model-1")
+    assert not _run_started(run)  # no folder yet
+    (tmp_path / "model-1").mkdir()
+    (tmp_path / "model-1" / RUN_MARKER).write_text("{}")
+    assert not _run_started(run)  # only the marker vidpipe writes before training
+    (tmp_path / "model-1" / "checkpoint_2026-11-30_00-00-00.000000").mkdir()
+    assert _run_started(run)
 
 
 def test_content_split_families_look_different():

@@ -291,6 +291,11 @@ def test_ablation_prints_the_table_and_tracks_each_variant(motion_corpus, tmp_pa
     runs = client.search_runs([experiment.experiment_id])
     assert sorted(r.data.params["arch"] for r in runs) == ["cnn2d_none", "cnn3d_gru32"]
     assert all(r.data.metrics["parameters"] > 0 and "seconds_per_frame" in r.data.metrics for r in runs)
+    # each variant's checkpoint carries the same lineage as `vidpipe train` writes
+    config = load_checkpoint(tmp_path / "abl" / "cnn3d_gru32.pt")[1]
+    assert config.clip_seconds and config.clip_seconds > 0  # classifies in its training windows
+    assert config.dataset_fingerprint == runs[0].data.params["dataset_fingerprint"]
+    assert len(config.training_videos) > 0
 
 
 @pytest.mark.slow

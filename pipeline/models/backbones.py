@@ -17,22 +17,47 @@ from torch import nn
 WIDTHS = (16, 32, 64)
 
 
+def relu(x: torch.Tensor) -> torch.Tensor:
+    """ReLU, in place when no gradient is recorded (inference): a convolution's fresh output is
+    overwritten rather than copied, which saves a memory-bound pass over the largest tensors."""
+    return torch.relu(x) if torch.is_grad_enabled() else torch.relu_(x)
+
+
+class MaxPool3d2(nn.MaxPool3d):
+    """nn.MaxPool3d(2), whose inference runs as three pairwise maxima of strided views: the same
+    values (sizes floored as MaxPool3d does), about 6x faster on CPU than ATen's max_pool3d,
+    which also computes the indices only backward needs (tests/benchmarks/bench_model.py).
+    Training keeps nn.MaxPool3d, so gradients are routed exactly as before."""
+
+    def __init__(self):
+        super().__init__(2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if torch.is_grad_enabled() and (self.training or x.requires_grad):
+            return super().forward(x)
+        t, h, w = (size // 2 * 2 for size in x.shape[-3:])
+        x = x[..., :t, :h, :w]
+        x = torch.maximum(x[..., 0::2, :, :], x[..., 1::2, :, :])
+        x = torch.maximum(x[..., 0::2, :], x[..., 1::2, :])
+        return torch.maximum(x[..., 0::2], x[..., 1::2])
+
+
 class Cnn3d(nn.Module):
     def __init__(self, dropout: float = 0.25):
         super().__init__()
         self.conv1 = nn.Conv3d(3, WIDTHS[0], kernel_size=3, padding=1)
-        self.pool1 = nn.MaxPool3d(2)
+        self.pool1 = MaxPool3d2()
         self.dropout = nn.Dropout(dropout)
         self.conv2 = nn.Conv3d(WIDTHS[0], WIDTHS[1], kernel_size=3, padding=1)
-        self.pool2 = nn.MaxPool3d(2)
+        self.pool2 = MaxPool3d2()
         self.conv3 = nn.Conv3d(WIDTHS[1], WIDTHS[2], kernel_size=3, padding=1)
-        self.pool3 = nn.MaxPool3d(2)
+        self.pool3 = MaxPool3d2()
         self.mix1, self.mix2 = nn.Identity(), nn.Identity()  # MixStyle in cnn3dbnmix
 
     def forward(self, clip: torch.Tensor) -> torch.Tensor:
-        x = self.dropout(self.mix1(self.pool1(torch.relu(self.conv1(clip)))))
-        x = self.mix2(self.pool2(torch.relu(self.conv2(x))))
-        x = self.pool3(torch.relu(self.conv3(x)))  # [B, C, T', H', W']
+        x = self.dropout(self.mix1(self.pool1(relu(self.conv1(clip)))))
+        x = self.mix2(self.pool2(relu(self.conv2(x))))
+        x = self.pool3(relu(self.conv3(x)))  # [B, C, T', H', W']
         # The paper's Reshape: one feature vector per remaining time step.
         return x.permute(0, 2, 1, 3, 4).flatten(2)  # [B, T', C*H'*W']
 
