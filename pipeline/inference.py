@@ -1,9 +1,9 @@
 """Classification: listing -> segments -> model -> rows -> Parquet.
 
 The stages, each usable on its own and shared by `classify` here and `scan` (scan.py):
-- `listing_dataset(uri)`: the listed videos (storage.LISTING_SCHEMA) as a Ray dataset in blocks of
-  about a hundred, listed by tasks: the driver only ever sees folder names;
-- `predictions(videos, loaded)`: read + decode tasks (segments.decode_batch) feeding classifier
+- `listing_dataset(uri)` (listing.py): the listed videos (storage.LISTING_SCHEMA) as a Ray
+  dataset in blocks of about a hundred, listed by tasks: the driver only ever sees folder names;
+- `predictions(videos, loaded)`: read + decode tasks (segments.decode_task) feeding classifier
   actors; prediction rows (rows.PREDICTION_SCHEMA) plus `retry`, True on rows of videos whose
   storage read failed;
 - `stage_rows(rows, staging)`: the committed writer's first half, Parquet files staged by tasks
@@ -23,14 +23,15 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
-from . import commit, faults, storage
+from . import commit, storage
 from .frames import DEFAULT_DECODER, DEFAULT_TIMEOUT_S
 from .infrastructure import check_nodes
 from .model_store import LoadedModel, load_model
-from .models import for_inference, predict_probs
+from .models import TOP_K, for_inference, predict_probs
 from .progress import Progress, report
+from .listing import listing_dataset
 from .rows import error_row, prediction_row, rows_to_table
-from .segments import clip_arrays, decode_batch, decode_video
+from .segments import clip_arrays, decode_task, decode_video
 
 ROWS_PER_FILE = 50_000  # prediction rows per Parquet file
 VIDEOS_PER_DECODE_TASK = 4  # small: decoding is the slow part, spread it over every CPU
@@ -57,7 +58,7 @@ class Classifier:
         probs = iter(predict_probs(self.model, clips, batch_size=len(ok)) if ok else [])
         return [
             error_row(r, r["error"], self.lineage) if r["error"] is not None
-            else prediction_row(r, next(probs), self.config.class_names, self.lineage)
+            else prediction_row(r, next(probs), self.config.class_names, self.lineage, TOP_K)
             for r in records
         ]
 
@@ -94,39 +95,6 @@ def classify_sequential(input_uri: str, output_path: str, model_ref: str,
 # --- the distributed stages: Ray Data ---------------------------------------------------------
 
 
-def listing_dataset(uri: str, progress=None):
-    """Ray dataset of the videos under `uri` (or the one video `uri` names), LISTING_SCHEMA.
-
-    One task splits the archive into disjoint prefixes (storage.listing_units; only folder names
-    come back), then one task per prefix streams its listing in blocks of LISTING_BLOCK_ROWS.
-    """
-    import ray
-
-    single = storage.single_object(uri)
-    if single is not None:
-        report(progress, "listed", single.num_rows)
-        return ray.data.from_arrow(single)
-    fs, root = storage.filesystem(uri)
-    if not fs.exists(root):
-        raise FileNotFoundError(f"no videos found under {uri} (it does not exist)")
-    wanted = 4 * int(ray.cluster_resources().get("CPU", 1))
-    units = ray.get(ray.remote(storage.listing_units).options(num_cpus=0.25).remote(uri, wanted))
-    return (
-        ray.data.from_items([{"prefix": prefix, "recursive": recursive} for prefix, recursive in units],
-                            override_num_blocks=len(units))
-        .map_batches(_list_units, batch_size=1, batch_format="pyarrow",
-                     fn_kwargs={"progress": progress})
-        .repartition(target_num_rows_per_block=storage.LISTING_BLOCK_ROWS)
-    )
-
-
-def _list_units(units: pa.Table, progress=None):
-    for unit in units.to_pylist():
-        for block in storage.list_prefix(unit["prefix"], unit["recursive"]):
-            report(progress, "listed", block.num_rows)
-            yield block
-
-
 def predictions(videos, loaded: LoadedModel, window_seconds: float | None = None,
                 batch_size: int = 16, num_actors: int | None = None, nodes=None, progress=None,
                 decoder: str = DEFAULT_DECODER, decode_timeout_s: float = DEFAULT_TIMEOUT_S):
@@ -154,7 +122,7 @@ def predictions(videos, loaded: LoadedModel, window_seconds: float | None = None
         # Decoding reserves memory (a video's bytes and frames); besides being true, that keeps
         # Ray Data from fusing it into the classifier actors, which would leave decoding to the
         # actor pool's few CPUs instead of every free one.
-        .map_batches(_decode, batch_size=None, batch_format="pyarrow", num_cpus=1,
+        .map_batches(decode_task, batch_size=None, batch_format="pyarrow", num_cpus=1,
                      memory=DECODE_MEMORY,
                      fn_kwargs={"frames": config.frames, "size": config.size,
                                 "window_seconds": config.window_seconds(window_seconds),
@@ -168,15 +136,6 @@ def predictions(videos, loaded: LoadedModel, window_seconds: float | None = None
                                             "threads": threads, "progress": progress},
                      num_cpus=1, num_gpus=1 if gpus else 0)
     )
-
-
-def _decode(videos: pa.Table, frames: int, size: int, window_seconds: float | None, nodes,
-            decoder: str = DEFAULT_DECODER, timeout_s: float = DEFAULT_TIMEOUT_S):
-    from .ray_runtime import report_node
-
-    report_node(nodes)
-    faults.pause("decoding")
-    yield from decode_batch(videos, frames, size, window_seconds, decoder, timeout_s)
 
 
 class ClassifierActor:

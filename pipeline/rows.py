@@ -12,8 +12,6 @@ from datetime import datetime, timezone
 import numpy as np
 import pyarrow as pa
 
-from .models import TOP_K
-
 PREDICTION_SCHEMA = pa.schema([
     ("video_uri", pa.string()),
     ("video_etag", pa.string()),
@@ -49,9 +47,10 @@ class Lineage:
 
 
 def prediction_row(record: dict, probs: np.ndarray, class_names: tuple[str, ...],
-                   lineage: Lineage, top_k: int = TOP_K) -> dict:
+                   lineage: Lineage, top_k: int) -> dict:
     """An 'ok' row for a segment record (segments.SEGMENT_SCHEMA); `probs` are the class
-    probabilities for that segment."""
+    probabilities for that segment; `top_k`: models.TOP_K (passed in, so that this module and
+    the Ray Data steps that write rows never import torch)."""
     order = np.argsort(-probs, kind="stable")[: min(top_k, len(class_names))]
     best = int(order[0])
     return {

@@ -11,7 +11,7 @@ Layout under OUTPUT:
     _lease.json                           one scan at a time (lease.py)
 
 One run: take the lease -> finish what crashed runs left (commit.recover) -> plan: the listing
-(inference.listing_dataset) and the committed state, co-located by video_uri with a keyed Ray
+(listing.listing_dataset) and the committed state, co-located by video_uri with a keyed Ray
 shuffle, diffed per URI (`diff_uri_rows`) into new / changed / reprocess / unchanged / deleted /
 restored, written to staging -> count the plan (Ray aggregation) -> predictions for the new,
 changed and reprocessed videos (inference.predictions), staged with one state row per video ->
@@ -41,9 +41,9 @@ import pyarrow.compute as pc
 
 from . import commit, faults, storage
 from .frames import DEFAULT_TIMEOUT_S
-from .inference import (TooManyErrors, listing_dataset, manifest_totals, predictions,
-                        stage_rows)
+from .inference import TooManyErrors, manifest_totals, predictions, stage_rows
 from .infrastructure import check_nodes
+from .listing import listing_dataset
 from .model_store import load_model
 from .progress import Progress
 

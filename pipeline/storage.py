@@ -9,7 +9,7 @@ runtime_env, and a Ray started elsewhere must have it in its environment. Nothin
 
 Listings stream: `list_prefix` yields Arrow tables of LISTING_BLOCK_ROWS objects, and
 `child_prefixes` returns only the folder names of one level, so that a caller (Ray tasks, see
-inference.listing_dataset) can list an archive without any one process holding all of it.
+listing.listing_dataset) can list an archive without any one process holding all of it.
 """
 
 from __future__ import annotations

@@ -67,7 +67,10 @@ def test_no_secret_in_any_output(auth_mlflow, s3_endpoint, s3fs_client, tmp_path
     ray_tmp = Path("/tmp") / f"vp-secrets-{os.getpid()}"  # short: Ray's socket paths are limited
     uri = f"http://{MLFLOW_USER}:{MLFLOW_PASSWORD}@{auth_mlflow['host']}"
     env = {**os.environ, "AWS_ACCESS_KEY_ID": AWS_KEY_ID, "AWS_SECRET_ACCESS_KEY": AWS_SECRET,
-           "MLFLOW_TRACKING_URI": uri, "RAY_TMPDIR": str(ray_tmp)}
+           "MLFLOW_TRACKING_URI": uri, "RAY_TMPDIR": str(ray_tmp),
+           # Ray writes its export events (jobs, actors, Ray Train runs with their
+           # train_loop_config) only when asked: ask, so they are on disk to be searched.
+           "RAY_enable_export_api_write": "1"}
     for name in ("RAY_ADDRESS", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
         env.pop(name, None)
     script = (  # one driver, one Ray: train with the URI from the environment, classify with it
@@ -97,6 +100,8 @@ def test_no_secret_in_any_output(auth_mlflow, s3_endpoint, s3fs_client, tmp_path
         s3_out = tmp_path / "s3-out"
         s3fs_client.get("secret-videos/out", str(s3_out), recursive=True)
         assert list(s3_out.rglob("*.parquet"))
+        exported = [path for path in ray_tmp.rglob("export_events/*") if path.stat().st_size]
+        assert exported, "Ray wrote no export events to search"
         leaks = [f"{what} in the commands' output" for what, needle in NEEDLES.items()
                  if needle in output]
         for folder in (tmp_path, ray_tmp, auth_mlflow["root"]):
