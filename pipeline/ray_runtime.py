@@ -14,7 +14,6 @@ import logging
 import os
 
 _verbose = False
-SMALL_CLUSTER_CPUS = 8  # below this, Ray Data's per-operator reservation is turned off (ensure_ray)
 
 
 def set_verbose(verbose: bool) -> None:
@@ -76,13 +75,6 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     context = ray.data.DataContext.get_current()
     # Ray Data's per-operator bars only with --verbose: vidpipe shows one bar of its own (progress.py).
     context.enable_progress_bars = _verbose
-    # Ray Data reserves half the cluster's CPUs, split evenly, for its operators. On a small
-    # cluster that is a fraction of a CPU each for the six of a classify (listing, re-blocking,
-    # decoding, classifier actors, staging), less than one decode task, while the actor pool holds
-    # a whole CPU: decoding then waits its turn. Without the reservation an 800-clip classify on
-    # 2 CPUs took 41-51 s instead of 57-62 s (tests/benchmarks/README.md). Large clusters keep it.
-    if ray.cluster_resources().get("CPU", 0) < SMALL_CLUSTER_CPUS:
-        context.op_resource_reservation_enabled = False
 
 
 def quiet_worker() -> None:

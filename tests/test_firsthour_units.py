@@ -45,3 +45,19 @@ def test_progress_period_from_the_environment(monkeypatch):
                           ("0", PERIOD_S), ("-3", PERIOD_S)):
         monkeypatch.setenv(PERIOD_VARIABLE, value)
         assert period_from_env() == period, value
+
+
+def test_the_demo_starts_clean_and_removes_only_its_own_outputs(tmp_path, capsys):
+    from pipeline import demo
+
+    (tmp_path / "corpus" / "MoveLeft").mkdir(parents=True)
+    (tmp_path / "model.pt").write_bytes(b"old weights")
+    (tmp_path / "mlflow.db").write_bytes(b"")
+    (tmp_path / "predictions.parquet").mkdir()
+    (tmp_path / "notes.txt").write_text("mine")  # not the demo's: kept
+    demo.clean(str(tmp_path))
+    said = capsys.readouterr().out
+    assert "Removing the previous demo's corpus, model.pt, mlflow.db, predictions.parquet" in said
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+    demo.clean(str(tmp_path))  # nothing of the demo's left: silent
+    assert capsys.readouterr().out == ""
