@@ -26,10 +26,10 @@ import torch
 from . import commit, storage
 from .frames import DEFAULT_DECODER, DEFAULT_TIMEOUT_S
 from .infrastructure import check_nodes
+from .listing import listing_dataset
 from .model_store import LoadedModel, load_model
 from .models import TOP_K, for_inference, predict_probs
 from .progress import Progress, report
-from .listing import listing_dataset
 from .rows import error_row, prediction_row, rows_to_table
 from .segments import clip_arrays, decode_task, decode_video
 

@@ -72,9 +72,8 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         # "local" explicitly: a bare ray.init() would join any cluster `ray start` left on this machine.
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **options)
     _set_levels()  # importing ray.data re-applies its own logging configuration
-    context = ray.data.DataContext.get_current()
     # Ray Data's per-operator bars only with --verbose: vidpipe shows one bar of its own (progress.py).
-    context.enable_progress_bars = _verbose
+    ray.data.DataContext.get_current().enable_progress_bars = _verbose
 
 
 def quiet_worker() -> None:

@@ -279,8 +279,12 @@ def _run_name(request: TrainRequest, fingerprint: str) -> str:
     return f"{stem}-{digest}"
 
 
+def _run_dir(run: RunSpec) -> str:
+    return posixpath.join(run.storage_path.rstrip("/"), run.name)
+
+
 def _marker_path(run: RunSpec) -> str:
-    return posixpath.join(run.storage_path.rstrip("/"), run.name, RUN_MARKER)
+    return posixpath.join(_run_dir(run), RUN_MARKER)
 
 
 def _run_identity(config: ModelConfig, settings: TrainSettings) -> dict:
@@ -314,7 +318,7 @@ def _check_resumable(run: RunSpec, marker: dict, identity: dict, started: bool =
 
 def _run_started(run: RunSpec) -> bool:
     """Whether the run's folder holds anything besides its marker (Ray Train checkpoints, state)."""
-    fs, path = filesystem(posixpath.join(run.storage_path.rstrip("/"), run.name))
+    fs, path = filesystem(_run_dir(run))
     try:
         entries = fs.ls(path, detail=False)
     except (FileNotFoundError, NotADirectoryError):
