@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from pipeline import devices
-from pipeline.models import predict_probs
+from pipeline.models import for_inference, predict_probs
 from pipeline.models.checkpoint import ModelConfig, checkpoint_bytes, load_checkpoint
 from pipeline.training import (TrainSettings, build_optimizer, restore_training_state,
                                train_step, training_state, validation_stats)
@@ -37,6 +37,9 @@ def inference_from_uint8(device: torch.device) -> None:
     probs = predict_probs(model, clips, batch_size=2)
     assert probs.dtype == np.float32 and probs.shape == (5, CONFIG.num_classes)
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+    # what classify runs (inference.Classifier): BatchNorm folded, on the same device
+    served = predict_probs(for_inference(model, device), clips, batch_size=2)
+    np.testing.assert_allclose(served, probs, atol=1e-4)
     on_cpu = predict_probs(model.cpu(), clips, batch_size=2)
     np.testing.assert_allclose(probs, on_cpu, atol=1e-4)
 
