@@ -151,7 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
                                "(default: the clip duration the model was trained on; 0: whole videos)")
     classify.add_argument("--batch-size", type=_positive_int, default=16, help="clips per model call")
     classify.add_argument("--num-actors", type=_positive_int, default=None,
-                          help="classifier actors (default: half the cluster's CPUs, or one per GPU)")
+                          help="classify in a pool of N model actors fed by decode tasks (default: "
+                           "one per GPU on a GPU cluster; on CPUs, every task decodes and "
+                           "classifies its videos itself)")
     classify.add_argument("--error-threshold", type=_fraction, default=0.5,
                           help="fail (exit 1, after writing) when more than this share of videos is unreadable")
     classify.add_argument("--overwrite", action="store_true",
@@ -181,7 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="as for classify (default: the model's training clip duration; 0: whole videos)")
     scan.add_argument("--batch-size", type=_positive_int, default=16, help="clips per model call")
     scan.add_argument("--num-actors", type=_positive_int, default=None,
-                      help="classifier actors (default: half the cluster's CPUs, or one per GPU)")
+                      help="classify in a pool of N model actors fed by decode tasks (default: "
+                           "one per GPU on a GPU cluster; on CPUs, every task decodes and "
+                           "classifies its videos itself)")
     scan.add_argument("--error-threshold", type=_fraction, default=0.5,
                       help="fail (exit 1, after committing) when more than this share of the "
                            "processed videos is unreadable")

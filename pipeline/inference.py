@@ -3,9 +3,10 @@
 The stages, each usable on its own and shared by `classify` here and `scan` (scan.py):
 - `listing_dataset(uri)` (listing.py): the listed videos (storage.LISTING_SCHEMA) as a Ray
   dataset in blocks of about a hundred, listed by tasks: the driver only ever sees folder names;
-- `predictions(videos, loaded)`: read + decode tasks (segments.decode_task) feeding classifier
-  actors; prediction rows (rows.PREDICTION_SCHEMA) plus `retry`, True on rows of videos whose
-  storage read failed;
+- `predictions(videos, loaded)`: on CPU clusters, tasks that read, decode and classify a block
+  of videos each (`classify_task`); on GPU clusters, decode tasks (segments.decode_task) feeding
+  classifier actors. Prediction rows (rows.PREDICTION_SCHEMA) plus `retry`, True on rows of
+  videos whose storage read failed;
 - `stage_rows(rows, staging)`: the committed writer's first half, Parquet files staged by tasks
   (commit.write_staged); it returns the manifest, one row per file. commit.commit publishes them.
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import os
 import posixpath
 import time
+from collections.abc import Iterable
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -35,6 +37,7 @@ from .segments import clip_arrays, decode_task, decode_video
 
 ROWS_PER_FILE = 50_000  # prediction rows per Parquet file
 VIDEOS_PER_DECODE_TASK = 4  # small: decoding is the slow part, spread it over every CPU
+VIDEOS_PER_CLASSIFY_TASK = 16  # decode + classify in one task (CPU clusters): about a second each
 DECODE_MEMORY = 256 * 1024 * 1024  # bytes reserved per decode task
 
 
@@ -100,34 +103,49 @@ def predictions(videos, loaded: LoadedModel, window_seconds: float | None = None
                 decoder: str = DEFAULT_DECODER, decode_timeout_s: float = DEFAULT_TIMEOUT_S):
     """Listed videos (a Ray dataset with the LISTING_SCHEMA columns) -> prediction rows plus
     `retry`. `window_seconds`: None = the model's training clip duration, 0 = whole videos.
-    Decoded clips flow in bounded batches from decode tasks to a pool of classifier actors (GPU
-    actors when the cluster has GPUs). `nodes`: a ray_runtime.NodeLog to report to; `progress`:
-    a progress.Progress handle; `decoder`: one of frames.DECODERS; `decode_timeout_s`: the
-    decode deadline per started minute of video (frames.DEFAULT_TIMEOUT_S)."""
+
+    Two shapes of the same steps (decode_video, then Classifier.rows):
+    - CPU clusters (the default there): each task decodes a block of videos and classifies their
+      clips in the same process (`classify_task`), one torch thread per task, so every CPU both
+      decodes and classifies and clips never cross the object store. The model is loaded once
+      per worker process from one object-store copy of the checkpoint.
+    - GPU clusters, or `num_actors` given: decode tasks feed a pool of classifier actors (one per
+      GPU by default), so the GPUs classify while the CPUs decode.
+
+    `nodes`: a ray_runtime.NodeLog to report to; `progress`: a progress.Progress handle;
+    `decoder`: one of frames.DECODERS; `decode_timeout_s`: the decode deadline per started minute
+    of video (frames.DEFAULT_TIMEOUT_S)."""
     import ray
 
     from .ray_runtime import cluster_has_gpus
 
     config = loaded.config
     gpus = cluster_has_gpus()
+    decode = {"frames": config.frames, "size": config.size,
+              "window_seconds": config.window_seconds(window_seconds), "nodes": nodes,
+              "decoder": decoder, "timeout_s": decode_timeout_s}
+    listed = videos.select_columns(list(storage.LISTING_SCHEMA.names))
+    if not gpus and num_actors is None:
+        return (
+            listed.repartition(target_num_rows_per_block=VIDEOS_PER_CLASSIFY_TASK)
+            .map_batches(classify_task, batch_size=None, batch_format="pyarrow", num_cpus=1,
+                         memory=DECODE_MEMORY,
+                         fn_kwargs={**decode, "checkpoint": ray.put(loaded.checkpoint),
+                                    "lineage": loaded.lineage, "batch_size": batch_size,
+                                    "progress": progress})
+        )
     cpus = int(ray.cluster_resources().get("CPU", 1))
-    actors = num_actors or (int(ray.cluster_resources().get("GPU", 1)) if gpus else max(1, cpus // 2))
+    actors = num_actors or int(ray.cluster_resources().get("GPU", 1))
     # Torch threads per CPU actor: the CPUs the actors would share if decoding took none. Decode
-    # tasks (1 CPU each, as reserved) then share cores with them; sampling now decodes only what
-    # the clips need, so inference is most of the work and should not leave cores idle.
+    # tasks (1 CPU each, as reserved) then share cores with them.
     threads = 1 if gpus else max(1, cpus // actors)
     return (
-        videos.select_columns(list(storage.LISTING_SCHEMA.names))
-        .repartition(target_num_rows_per_block=VIDEOS_PER_DECODE_TASK)
+        listed.repartition(target_num_rows_per_block=VIDEOS_PER_DECODE_TASK)
         # Decoding reserves memory (a video's bytes and frames); besides being true, that keeps
         # Ray Data from fusing it into the classifier actors, which would leave decoding to the
         # actor pool's few CPUs instead of every free one.
         .map_batches(decode_task, batch_size=None, batch_format="pyarrow", num_cpus=1,
-                     memory=DECODE_MEMORY,
-                     fn_kwargs={"frames": config.frames, "size": config.size,
-                                "window_seconds": config.window_seconds(window_seconds),
-                                "nodes": nodes, "decoder": decoder,
-                                "timeout_s": decode_timeout_s})
+                     memory=DECODE_MEMORY, fn_kwargs=decode)
         .map_batches(ClassifierActor, batch_size=batch_size, batch_format="pyarrow",
                      compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
                      fn_constructor_kwargs={"checkpoint": loaded.checkpoint,
@@ -136,6 +154,13 @@ def predictions(videos, loaded: LoadedModel, window_seconds: float | None = None
                                             "threads": threads, "progress": progress},
                      num_cpus=1, num_gpus=1 if gpus else 0)
     )
+
+
+def _rows_with_retry(classifier: Classifier, records: list[dict], progress) -> pa.Table:
+    """Segment records -> prediction rows plus the records' `retry`; counts finished videos."""
+    table = rows_to_table(classifier.rows(records))
+    report(progress, "done", pc.sum(pc.equal(table["segment"], 0)).as_py() or 0)
+    return table.append_column("retry", pa.array([r["retry"] for r in records], pa.bool_()))
 
 
 class ClassifierActor:
@@ -153,9 +178,50 @@ class ClassifierActor:
         from .ray_runtime import report_node
 
         report_node(self.nodes)
-        table = rows_to_table(self.classifier.rows(batch.to_pylist()))
-        report(self.progress, "done", pc.sum(pc.equal(table["segment"], 0)).as_py() or 0)
-        return table.append_column("retry", batch["retry"])
+        return _rows_with_retry(self.classifier, batch.to_pylist(), self.progress)
+
+
+_worker_classifier: tuple[str, Classifier] | None = None  # (checkpoint ref, its model) per process
+
+
+def _classifier_for(checkpoint, lineage) -> Classifier:
+    """This worker process's classifier for the checkpoint behind the object ref `checkpoint`:
+    fetched and loaded by the first task of a job that lands here, reused by the rest."""
+    import ray
+
+    from .model_store import from_checkpoint_bytes
+
+    global _worker_classifier
+    if _worker_classifier is None or _worker_classifier[0] != checkpoint.hex():
+        torch.set_num_threads(1)  # one task per CPU: more threads would only contend
+        loaded = from_checkpoint_bytes(ray.get(checkpoint), lineage)
+        _worker_classifier = (checkpoint.hex(), Classifier(loaded))
+    return _worker_classifier[1]
+
+
+def classify_task(videos: pa.Table, checkpoint, lineage, frames: int, size: int,
+                  window_seconds: float | None, nodes, batch_size: int = 16, progress=None,
+                  decoder: str = DEFAULT_DECODER, timeout_s: float = DEFAULT_TIMEOUT_S
+                  ) -> Iterable[pa.Table]:
+    """Ray Data step of CPU clusters: a block of listed videos -> prediction rows plus `retry`,
+    decoded and classified in this process (`checkpoint`: an object ref to the checkpoint bytes).
+    Clips are classified once `batch_size` have gathered (and at the end), so memory holds one
+    video's clips plus a batch, and the model sees several clips per call rather than one."""
+    from . import faults
+    from .ray_runtime import report_node
+
+    report_node(nodes)
+    faults.pause("decoding")
+    classifier = _classifier_for(checkpoint, lineage)
+    pending: list[dict] = []
+    for video in videos.select(["video_uri", "video_etag", "video_bytes"]).to_pylist():
+        pending += decode_video(video, frames, size, window_seconds, timeout_s=timeout_s,
+                                decoder=decoder)
+        if len(pending) >= batch_size:
+            yield _rows_with_retry(classifier, pending, progress)
+            pending = []
+    if pending:
+        yield _rows_with_retry(classifier, pending, progress)
 
 
 def stage_rows(rows, staging: str, keep_retry: bool, state_rows=None,

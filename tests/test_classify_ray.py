@@ -191,3 +191,29 @@ def test_classify_defaults_to_the_window_the_model_was_trained_on(ray_local, tmp
     whole = duckdb.sql(f"select segment, start_s, end_s from read_parquet('{tmp_path}/whole/"
                        f"*.parquet')").fetchall()
     assert whole == [(0, 0.0, 7.0)]
+
+
+def test_tasks_and_actor_pool_give_the_same_rows(ray_local, motion_corpus, bad_videos, tmp_path,
+                                                 checkpoint):
+    """CPU clusters decode and classify in the same tasks; GPU clusters (and --num-actors) feed
+    decode tasks to classifier actors. Both shapes write the same rows, error rows included."""
+    inputs = tmp_path / "in"
+    shutil.copytree(motion_corpus / "MoveDown", inputs / "good")
+    shutil.copytree(next(iter(bad_videos.values())).parent, inputs / "bad")
+    write_testsrc(inputs / "long.mp4", seconds=7, size="64x48", fps=10)
+    columns = ["video_uri", "segment", "start_s", "end_s", "status", "error", "label", "score",
+               "top_labels", "top_scores", "duration_s", "model_version"]
+    tables = {}
+    for shape, flags in (("tasks", []), ("actors", ["--num-actors", "1"])):
+        assert vidpipe(["classify", str(inputs), str(tmp_path / shape), "--model", str(checkpoint),
+                        "--window-seconds", "2", "--batch-size", "3", *flags]) == 0
+        tables[shape] = pq.read_table(tmp_path / shape).select(columns).sort_by(
+            [("video_uri", "ascending"), ("segment", "ascending")]).to_pylist()
+    assert len({row["video_uri"] for row in tables["tasks"]}) == 12 + len(bad_videos) + 1
+    assert sum(row["video_uri"].endswith("long.mp4") for row in tables["tasks"]) == 4  # 2+2+2+1 s
+    assert sum(row["status"] == "error" for row in tables["tasks"]) == len(bad_videos)
+    for task_row, actor_row in zip(tables["tasks"], tables["actors"], strict=True):
+        assert task_row["score"] == pytest.approx(actor_row["score"], abs=1e-5)
+        assert task_row["top_scores"] == pytest.approx(actor_row["top_scores"], abs=1e-5)
+        assert ({**task_row, "score": 0, "top_scores": 0}
+                == {**actor_row, "score": 0, "top_scores": 0})
