@@ -10,7 +10,10 @@ weights) and write Parquet:
 - decode only / inference only: the two halves of that loop timed apart over the same clips,
   one thread each; the overlap bound is the slower of the two (what a pipeline that ran decoding
   and inference fully in parallel, each on its own core, could reach);
-- ray: inference.classify (decode tasks feeding a classifier actor pool, committed Parquet).
+- ray: inference.classify as it runs on a CPU cluster (tasks that decode and classify,
+  committed Parquet);
+- ray, actor pool: the same with num_actors (decode tasks feeding classifier actors: what GPU
+  clusters run, and what CPU clusters ran before), for comparison in the same run.
 Peak memory is the largest summed RSS of this process and all its descendants (Ray's raylet,
 workers and actors), read from /proc every 0.2 s. The first Parquet row: seconds from the start
 of classify until a Parquet file (staged or committed) exists under the output.
@@ -114,7 +117,8 @@ class CpuAccount:
     /proc every 0.2 s, so processes that end mid-run still count up to their last sample):
     where a 2-core pipeline's time goes besides decoding and the model."""
 
-    KINDS = (("classifier actor", "ClassifierActor"), ("decode and other Ray Data tasks", "ray::"),
+    KINDS = (("classifier actor", "ClassifierActor"),
+             ("decode + classify tasks and other Ray Data tasks", "ray::"),
              ("Ray's own processes (raylet, GCS, agents)", "ray/"))
 
     def __init__(self):
@@ -209,6 +213,10 @@ def main() -> None:
             ray_1x = classify(str(root / "x1"), str(root / "ray1"), model)
         with PeakRss() as ray_mem_4x, CpuAccount() as cpu_4x:
             ray_4x = classify(str(root / "x4"), str(root / "ray4"), model)
+        actors = max(1, os.cpu_count() // 2)  # the pool size CPU clusters used to get
+        classify(str(root / "x1"), str(root / "warmup-actors"), model, num_actors=actors)
+        actors_1x = classify(str(root / "x1"), str(root / "actors1"), model, num_actors=actors)
+        actors_4x = classify(str(root / "x4"), str(root / "actors4"), model, num_actors=actors)
 
     mib = 1024 * 1024
     videos = seq["videos"]
@@ -223,6 +231,9 @@ def main() -> None:
           f"peak RSS {ray_mem_1x.peak / mib:6.0f} MiB (driver + raylet + workers)")
     print(f"ray data 4x     : {ray_4x['videos']:4d} clips {ray_4x['videos_per_s']:6.2f} videos/s "
           f"peak RSS {ray_mem_4x.peak / mib:6.0f} MiB")
+    print(f"actor pool 1x   : {actors_1x['videos']:4d} clips {actors_1x['videos_per_s']:6.2f} videos/s "
+          f"({actors} classifier actor(s) fed by decode tasks)")
+    print(f"actor pool 4x   : {actors_4x['videos']:4d} clips {actors_4x['videos_per_s']:6.2f} videos/s")
     work = 4 * (decode_s + infer_s)
     print(f"CPU seconds during the 4x classify ({ray_4x['wall_s']:.1f} s wall, "
           f"{os.cpu_count()} CPUs; the same work in one process, 1 thread: {work:.1f} s):")
@@ -238,6 +249,11 @@ def main() -> None:
            note=f"{4 * videos} clips: Ray's fixed start-up (actor, torch import) amortised")
     record("perfect 2-core pipeline vs sequential loop (ceiling)", ceiling / seq["videos_per_s"],
            note="cores / (decode + inference seconds per video, 1 thread each)")
+    record("actor-pool pipeline vs sequential loop (videos/s)",
+           actors_1x["videos_per_s"] / seq["videos_per_s"],
+           note=f"{videos} clips; decode tasks feeding {actors} classifier actor(s) (GPU clusters' shape)")
+    record("actor-pool pipeline at 4x the corpus vs sequential loop (videos/s)",
+           actors_4x["videos_per_s"] / seq["videos_per_s"], note=f"{4 * videos} clips")
     record("pipeline vs overlap bound", ray_1x["videos_per_s"] / (videos / bound_s), target=0.8,
            note="bound: the slower of decode-only and inference-only, 1 thread each")
     record("peak memory 4x corpus / 1x", ray_mem_4x.peak / ray_mem_1x.peak, target=1.25,
