@@ -37,7 +37,7 @@ from .segments import clip_arrays, decode_task, decode_video
 
 ROWS_PER_FILE = 50_000  # prediction rows per Parquet file
 VIDEOS_PER_DECODE_TASK = 4  # small: decoding is the slow part, spread it over every CPU
-VIDEOS_PER_CLASSIFY_TASK = 16  # decode + classify in one task (CPU clusters): about a second each
+VIDEOS_PER_CLASSIFY_TASK = 16  # decode + classify in one task (CPU clusters): ~0.7 s of short clips
 DECODE_MEMORY = 256 * 1024 * 1024  # bytes reserved per decode task
 
 
@@ -126,6 +126,11 @@ def predictions(videos, loaded: LoadedModel, window_seconds: float | None = None
               "decoder": decoder, "timeout_s": decode_timeout_s}
     listed = videos.select_columns(list(storage.LISTING_SCHEMA.names))
     if not gpus and num_actors is None:
+        # Ray Data's per-operator reservation splits the CPUs among the chain's operators (on 2
+        # CPUs this step got one task at a time, half the machine); here one step does nearly all
+        # the work and the steps after it only write small rows, so it may take every free CPU.
+        # The setting belongs to this chain's context (shared with `videos`), not the process's.
+        listed.context.op_resource_reservation_enabled = False
         return (
             listed.repartition(target_num_rows_per_block=VIDEOS_PER_CLASSIFY_TASK)
             .map_batches(classify_task, batch_size=None, batch_format="pyarrow", num_cpus=1,
