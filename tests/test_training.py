@@ -71,10 +71,11 @@ def test_two_workers_learn_motion_with_the_defaults_and_everything_is_tracked(ch
     assert champion_run["workers"] == 2
     history = [EpochStats(**e) for e in champion_run["epochs"]]
     assert [e.epoch for e in history] == list(range(1, EPOCHS + 1))
-    # Defaults (no --lr) leave the chance plateau within a few epochs (here twice chance is 0.5,
-    # what an order-blind model reaches; 72 clips and 2 workers make only 9 steps an epoch, and
-    # MixStyle's start on so few clips was epoch 7 once), and the kept epoch is the best one.
-    assert left_chance_epoch(history, 4) <= 8, [e.val_accuracy for e in history]
+    # Defaults (no --lr) leave the chance plateau within a few epochs: twice chance here is 0.5,
+    # what an order-blind model reaches, so leaving it means telling directions apart. 72 clips
+    # over 2 workers make 9 steps an epoch; five runs of this fixture's settings (training seeds
+    # 0-4) reached 0.5 at epoch 4, 4, 5, 4, 4. The kept epoch is the best one.
+    assert left_chance_epoch(history, 4) <= 5, [e.val_accuracy for e in history]
     assert champion_run["val_accuracy"] >= TEMPORAL_THRESHOLD, champion_run["evaluation"]
     best = max(history, key=lambda e: (e.val_accuracy, -e.val_loss, e.epoch))
     assert champion_run["best_epoch"] == best.epoch
