@@ -17,15 +17,14 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 
 import ffmpeg  # ffmpeg-python: builds the command lines; we run them ourselves for timeouts
 import numpy as np
 
 from .frames import (MIN_DECODED_SHARE, Segment, VideoDecodeError, VideoInfo, deadline_s,
-                     finish_segments, frame_rate, make_segment, reject_non_video,
-                     sample_indices, window_of_frame)
+                     frame_rate, make_segment, reject_non_video, sample_indices, window_of_frame)
 from .infrastructure import MACHINE_ERRNOS, InfrastructureError, node_name, temp_dir
 
 
@@ -57,24 +56,23 @@ def _run_ffmpeg(start, cmd: list[str]):
 # --- the backend's API (frames.py calls these with an opened input) -----------------------------
 
 
-def sample_segments(source, num_frames: int, size: tuple[int, int], window_seconds: float | None,
-                    timeout_s: float) -> tuple[VideoInfo, list[Segment]]:
+def iter_segments(source, num_frames: int, size: tuple[int, int], window_seconds: float | None,
+                  timeout_s: float) -> Generator[Segment, None, VideoInfo]:
     """Decode every frame once and sample a clip from each window; holds one window's frames."""
     with _local_path(source) as path, _FrameStream(path, size, timeout_s) as stream:
-        segments: list[Segment] = []
         window: list[np.ndarray] = []
-        count = 0
+        index = count = 0
         for frame in stream:
             if count and window_seconds is not None and \
-                    window_of_frame(count, stream.header_fps(), window_seconds) > len(segments):
-                segments.append(_sampled(len(segments), window, num_frames, window_seconds))
-                window = []
+                    window_of_frame(count, stream.header_fps(), window_seconds) > index:
+                yield _sampled(index, window, num_frames, window_seconds)
+                index, window = index + 1, []
             window.append(frame)
             count += 1
         info = stream.finish(count)
         if window:
-            segments.append(_sampled(len(segments), window, num_frames, window_seconds))
-    return info, finish_segments(segments, info.duration_s)
+            yield _sampled(index, window, num_frames, window_seconds)
+    return info
 
 
 def decode_frames(source, size: tuple[int, int], timeout_s: float) -> tuple[VideoInfo, np.ndarray]:

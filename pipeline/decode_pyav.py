@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from fractions import Fraction
 
 import av
@@ -26,7 +26,7 @@ import av.logging
 import numpy as np
 
 from .frames import (MIN_DECODED_SHARE, Segment, VideoDecodeError, VideoInfo, deadline_s,
-                     finish_segments, make_segment, plan_windows, reject_non_video)
+                     make_segment, plan_windows, reject_non_video)
 
 # Seek only when the target is at least this many frames past the current one (and past the
 # keyframe interval seen so far): a seek flushes the decoder and re-reads from a keyframe.
@@ -48,17 +48,23 @@ class _NotConstantRate(Exception):
     """A frame's timestamp disagrees with its count: timestamps cannot address frames."""
 
 
-def sample_segments(source, num_frames: int, size: tuple[int, int], window_seconds: float | None,
-                    timeout_s: float) -> tuple[VideoInfo, list[Segment]]:
+def iter_segments(source, num_frames: int, size: tuple[int, int], window_seconds: float | None,
+                  timeout_s: float) -> Generator[Segment, None, VideoInfo]:
     started = time.monotonic()
     with _Video(source, timeout_s, started) as video:
         count = video.announced_frames
         if count == 0:
             raise VideoDecodeError(video.error_reason() or "no video frames could be decoded")
-        seek, recounted = True, False
+        seek, recounted, emitted = True, False, 0
         while True:
             try:
-                segments = _sample(video, count, num_frames, size, window_seconds, seek)
+                # A restart skips the windows already yielded: they are unchanged. Every frame is
+                # the exact frame with or without seeking, and a recount only moves the end of the
+                # video, which lies past every yielded window's last frame (that frame decoded).
+                for segment in _sample(video, count, num_frames, size, window_seconds, seek,
+                                       skip=emitted):
+                    yield segment
+                    emitted += 1
                 break
             except _NotConstantRate:
                 seek = False  # timestamps are no frame index here: decode forward only
@@ -69,8 +75,7 @@ def sample_segments(source, num_frames: int, size: tuple[int, int], window_secon
                                            f"{count} frames{reason}") from None
                 # The container announced more frames than decode: count them, sample again.
                 count, seek, recounted = video.count_frames(), False, True
-        info = video.info(count)
-    return info, finish_segments(segments, info.duration_s)
+        return video.info(count)
 
 
 def decode_frames(source, size: tuple[int, int], timeout_s: float) -> tuple[VideoInfo, np.ndarray]:
@@ -92,20 +97,22 @@ def probe(source, timeout_s: float) -> VideoInfo:
 
 
 def _sample(video: _Video, count: int, num_frames: int, size: tuple[int, int],
-            window_seconds: float | None, seek: bool) -> list[Segment]:
-    plans = plan_windows(count, float(video.fps), num_frames, window_seconds)
+            window_seconds: float | None, seek: bool, skip: int = 0) -> Iterator[Segment]:
+    """The segments of the plan for `count` frames, after the first `skip`, in order."""
+    plans = plan_windows(count, float(video.fps), num_frames, window_seconds)[skip:]
+    if not plans:
+        return
     wanted = np.unique(np.concatenate([plan.indices for plan in plans]))
     video.rewind()
     kept = _kept_frames(video, wanted.tolist(), size, seek)
-    segments, held = [], {}
+    held = {}
     for plan in plans:  # frames arrive in order; a window's clip is made once its last arrives
         while int(plan.indices[-1]) not in held:
             index, frame = next(kept)
             held[index] = frame
-        segments.append(make_segment(plan.index, np.stack([held[int(i)] for i in plan.indices]),
-                                     window_seconds))
+        yield make_segment(plan.index, np.stack([held[int(i)] for i in plan.indices]),
+                           window_seconds)
         held = {i: f for i, f in held.items() if i >= plan.stop}
-    return segments
 
 
 def _kept_frames(video: _Video, wanted: list[int], size: tuple[int, int], seek: bool

@@ -1,9 +1,9 @@
 """Video path/bytes/URI/file object -> uint8 clips.
 
 Owns everything between a video and the model's input that does not depend on how it is decoded:
-the public API (`sample_clip`, `sample_segments`, `decode_frames`, `probe`), the pure planning
-(which frame indices each window samples: round(linspace(0, n-1, T)) over the window's frames),
-opening the input (a local path, or a seekable file object for bytes and remote URIs, so a long
+the public API (`sample_clip`, `sample_segments`, `iter_segments`, `decode_frames`, `probe`),
+the pure planning (which frame indices each window samples: round(linspace(0, n-1, T)) over the
+window's frames), opening the input (a local path, or a seekable file object for bytes and remote URIs, so a long
 S3 video is read by ranges rather than downloaded whole), the per-video deadline, and the choice
 of decoding backend:
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Iterable
+from collections.abc import Generator, Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -195,12 +195,41 @@ def sample_segments(
     Without a window, or for a video no longer than it, there is one segment covering the whole
     video. Frame i is at time i / fps; the last window holds the remainder and may be shorter.
     """
+    windows = iter_segments(source, num_frames, size, window_seconds, timeout_s, decoder)
+    segments = []
+    while True:
+        try:
+            segments.append(next(windows))
+        except StopIteration as finished:
+            info = finished.value
+            return info, finish_segments(segments, info.duration_s)
+
+
+def iter_segments(
+    source: Source,
+    num_frames: int = DEFAULT_NUM_FRAMES,
+    size: tuple[int, int] = DEFAULT_SIZE,
+    window_seconds: float | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    decoder: str = DEFAULT_DECODER,
+) -> Generator[Segment, None, VideoInfo]:
+    """The segments of `sample_segments` one at a time, each as soon as its window's last sampled
+    frame is decoded: memory holds one window's frames and clip, whatever the video's length.
+
+    The generator's return value is the VideoInfo. The last segment's `end_s` is its window's
+    nominal end (0.0 without windows): where the video ends is known only once decoding has
+    finished (`finish_segments` with info.duration_s). A VideoDecodeError can come after some
+    segments were yielded (a video truncated halfway), so a caller that treats a video as whole
+    or failed keeps what it derives from them until the generator returns. The decode deadline
+    counts from the first segment requested, the caller's time between segments included.
+    """
     if num_frames < 1:
         raise ValueError("num_frames must be >= 1")
     if window_seconds is not None and window_seconds <= 0:
         raise ValueError("window_seconds must be > 0")
     with open_input(source) as opened:
-        return backend(decoder).sample_segments(opened, num_frames, size, window_seconds, timeout_s)
+        return (yield from backend(decoder).iter_segments(opened, num_frames, size,
+                                                          window_seconds, timeout_s))
 
 
 def decode_frames(

@@ -20,6 +20,7 @@ import posixpath
 import time
 from collections.abc import Iterable
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -33,7 +34,7 @@ from .model_store import LoadedModel, load_model
 from .models import TOP_K, for_inference, predict_probs
 from .progress import Progress, report
 from .rows import error_row, prediction_row, rows_to_table
-from .segments import clip_arrays, decode_task, decode_video
+from .segments import VideoWindows, clip_arrays, decode_task, decode_video
 
 ROWS_PER_FILE = 50_000  # prediction rows per Parquet file
 VIDEOS_PER_DECODE_TASK = 4  # small: decoding is the slow part, spread it over every CPU
@@ -58,12 +59,18 @@ class Classifier:
         """One prediction row per record, in record order; error records become error rows."""
         ok = [r for r in records if r["error"] is None]
         clips = clip_arrays((r["clip"] for r in ok), self.config.frames, self.config.size)
-        probs = iter(predict_probs(self.model, clips, batch_size=len(ok)) if ok else [])
-        return [
-            error_row(r, r["error"], self.lineage) if r["error"] is not None
-            else prediction_row(r, next(probs), self.config.class_names, self.lineage, TOP_K)
-            for r in records
-        ]
+        probs = iter(self.probabilities(clips) if ok else [])
+        return [self.row(r, next(probs) if r["error"] is None else None) for r in records]
+
+    def probabilities(self, clips: np.ndarray) -> np.ndarray:
+        """Class probabilities [N, C] of uint8 clips [N, T, H, W, 3], all in one call."""
+        return predict_probs(self.model, clips, batch_size=len(clips))
+
+    def row(self, record: dict, probs: np.ndarray | None) -> dict:
+        """The row of one segment record and its probabilities (an error row for an error record)."""
+        if record["error"] is not None:
+            return error_row(record, record["error"], self.lineage)
+        return prediction_row(record, probs, self.config.class_names, self.lineage, TOP_K)
 
 
 def classify_sequential(input_uri: str, output_path: str, model_ref: str,
@@ -210,23 +217,48 @@ def classify_task(videos: pa.Table, checkpoint, lineage, frames: int, size: int,
                   ) -> Iterable[pa.Table]:
     """Ray Data step of CPU clusters: a block of listed videos -> prediction rows plus `retry`,
     decoded and classified in this process (`checkpoint`: an object ref to the checkpoint bytes).
-    Clips are classified once `batch_size` have gathered (and at the end), so memory holds one
-    video's clips plus a batch, and the model sees several clips per call rather than one."""
+
+    Windows are classified as they are decoded, `batch_size` at a time (segments.VideoWindows),
+    so memory holds a batch of clips however long a video is; a video's rows are made once all
+    its windows are decoded and classified, so a video that fails halfway is still one error
+    row and nothing else."""
     from . import faults
     from .ray_runtime import report_node
 
     report_node(nodes)
     faults.pause("decoding")
     classifier = _classifier_for(checkpoint, lineage)
-    pending: list[dict] = []
+    waiting: list[tuple[dict, np.ndarray]] = []  # decoded windows the model has not seen yet
+    decoded: list[VideoWindows] = []  # videos whose rows have not been made yet
+
+    def classify_waiting() -> None:
+        if waiting:
+            probs = classifier.probabilities(np.stack([clip for _, clip in waiting]))
+            for (window, _), window_probs in zip(waiting, probs):
+                window["probs"] = window_probs
+            waiting.clear()
+
+    def rows_of(done: list[VideoWindows]) -> pa.Table:
+        records = [record for video in done for record in video.records]
+        table = rows_to_table([classifier.row(r, r.get("probs")) for r in records])
+        report(progress, "done", len(done))
+        return table.append_column("retry", pa.array([r["retry"] for r in records], pa.bool_()))
+
     for video in videos.select(["video_uri", "video_etag", "video_bytes"]).to_pylist():
-        pending += decode_video(video, frames, size, window_seconds, timeout_s=timeout_s,
-                                decoder=decoder)
-        if len(pending) >= batch_size:
-            yield _rows_with_retry(classifier, pending, progress)
-            pending = []
-    if pending:
-        yield _rows_with_retry(classifier, pending, progress)
+        windows = VideoWindows(video, frames, size, window_seconds, timeout_s=timeout_s,
+                               decoder=decoder)
+        for window, clip in windows:
+            waiting.append((window, clip))
+            if len(waiting) >= batch_size:
+                classify_waiting()
+        decoded.append(windows)
+        if not waiting or len(decoded) >= batch_size:
+            classify_waiting()
+            yield rows_of(decoded)
+            decoded = []
+    classify_waiting()
+    if decoded:
+        yield rows_of(decoded)
 
 
 def stage_rows(rows, staging: str, keep_retry: bool, state_rows=None,

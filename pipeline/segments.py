@@ -11,12 +11,13 @@ the bytes are not a decodable video (final for that ETag).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Generator, Iterable, Iterator
 
 import numpy as np
 import pyarrow as pa
 
-from .frames import DEFAULT_DECODER, DEFAULT_TIMEOUT_S, VideoDecodeError, sample_segments
+from .frames import (DEFAULT_DECODER, DEFAULT_TIMEOUT_S, VideoDecodeError, VideoInfo,
+                     iter_segments)
 from .infrastructure import InfrastructureError
 from .storage import open_video
 
@@ -37,40 +38,87 @@ SEGMENT_SCHEMA = pa.schema([
 ])
 
 
+class VideoWindows:
+    """One listed video decoded one window at a time (frames.iter_segments), for callers that
+    must not hold a long video's clips at once.
+
+    Iterating yields (record, clip) per window as soon as it is decoded: the record has the
+    SEGMENT_SCHEMA columns but `clip` (None), the clip is uint8 [frames, size, size, 3]. Once the
+    iteration ends, `records` holds what decode_video returns, without clips: the very records
+    yielded (completed in place: the stream's columns, the last window ending where the video
+    does), or one error record if the video failed, also after some windows were yielded. So a
+    caller keeps what it derives from the windows until then. Never raises for one video.
+    """
+
+    def __init__(self, video: dict, frames: int, size: int, window_seconds: float | None,
+                 data: bytes | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
+                 decoder: str = DEFAULT_DECODER):
+        self.listed = {key: video[key] for key in ("video_uri", "video_etag", "video_bytes")}
+        self._decode = {"num_frames": frames, "size": (size, size),
+                        "window_seconds": window_seconds, "timeout_s": timeout_s,
+                        "decoder": decoder}
+        self._data = data
+        self.records: list[dict] = []
+
+    def __iter__(self) -> Iterator[tuple[dict, np.ndarray]]:
+        windows: list[dict] = []
+        try:
+            if self._data is not None:
+                info = yield from self._windows(self._data, windows)
+            else:
+                with open_video(self.listed["video_uri"]) as source:
+                    info = yield from self._windows(source, windows)
+        except InfrastructureError:
+            raise  # the node, not the video: fail the job (infrastructure.py)
+        except Exception as exc:
+            self.records = [self._failure(exc)]
+            return
+        stream = {"duration_s": info.duration_s, "fps": info.fps, "width": info.width,
+                  "height": info.height}
+        for window in windows:
+            window.update(stream)
+        windows[-1]["end_s"] = info.duration_s  # the last window ends with the video
+        self.records = windows
+
+    def _windows(self, source, windows: list[dict]) -> Generator[tuple[dict, np.ndarray], None,
+                                                                   VideoInfo]:
+        segments = iter_segments(source, **self._decode)
+        while True:
+            try:
+                segment = next(segments)
+            except StopIteration as finished:
+                return finished.value
+            window = {**self.listed, "segment": segment.index, "start_s": segment.start_s,
+                      "end_s": segment.end_s, "duration_s": None, "fps": None, "width": None,
+                      "height": None, "clip": None, "error": None, "retry": False}
+            windows.append(window)
+            yield window, segment.clip
+
+    def _failure(self, exc: Exception) -> dict:
+        listed = self.listed
+        if isinstance(exc, VideoDecodeError):
+            if str(exc).startswith("empty") and (listed["video_bytes"] or 0) > 0:
+                # The listing saw bytes that the read did not get: the store failed, not the video.
+                return error_record(listed, f"cannot read input: the store returned 0 of "
+                                            f"{listed['video_bytes']} bytes", retry=True)
+            return error_record(listed, str(exc), retry=False)
+        if isinstance(exc, FileNotFoundError):  # gone since listed: the next listing says what happened
+            return error_record(listed, "cannot read input: deleted since it was listed", retry=True)
+        # storage (network, throttling, permissions): worth another try later
+        return error_record(listed, f"cannot read input: {type(exc).__name__}", retry=True)
+
+
 def decode_video(video: dict, frames: int, size: int, window_seconds: float | None,
                  data: bytes | None = None, timeout_s: float = DEFAULT_TIMEOUT_S,
                  decoder: str = DEFAULT_DECODER) -> list[dict]:
     """A record per segment of one listed video (`video` has video_uri/video_etag/video_bytes),
     or one error record. Reads the object (a seekable file: range reads on object stores) unless
     `data` is given; never raises for one video. `decoder`: frames.DECODERS."""
-    listed = {key: video[key] for key in ("video_uri", "video_etag", "video_bytes")}
-    try:
-        if data is not None:
-            info, segments = sample_segments(data, num_frames=frames, size=(size, size),
-                                             window_seconds=window_seconds, timeout_s=timeout_s,
-                                             decoder=decoder)
-        else:
-            with open_video(listed["video_uri"]) as source:
-                info, segments = sample_segments(source, num_frames=frames, size=(size, size),
-                                                 window_seconds=window_seconds,
-                                                 timeout_s=timeout_s, decoder=decoder)
-    except InfrastructureError:
-        raise  # the node, not the video: fail the job (infrastructure.py)
-    except VideoDecodeError as exc:
-        if str(exc).startswith("empty") and (listed["video_bytes"] or 0) > 0:
-            # The listing saw bytes that the read did not get: the store failed, not the video.
-            return [error_record(listed, f"cannot read input: the store returned 0 of "
-                                         f"{listed['video_bytes']} bytes", retry=True)]
-        return [error_record(listed, str(exc), retry=False)]
-    except FileNotFoundError:  # gone since it was listed: the next listing says what happened
-        return [error_record(listed, "cannot read input: deleted since it was listed", retry=True)]
-    except Exception as exc:  # storage (network, throttling, permissions): worth another try later
-        return [error_record(listed, f"cannot read input: {type(exc).__name__}", retry=True)]
-    stream = {"duration_s": info.duration_s, "fps": info.fps, "width": info.width,
-              "height": info.height}
-    return [{**listed, "segment": seg.index, "start_s": seg.start_s, "end_s": seg.end_s, **stream,
-             "clip": seg.clip.tobytes(), "error": None, "retry": False}
-            for seg in segments]
+    decoded = VideoWindows(video, frames, size, window_seconds, data, timeout_s, decoder)
+    clips = [clip for _, clip in decoded]
+    if decoded.records[0]["error"] is not None:
+        return decoded.records
+    return [{**record, "clip": clip.tobytes()} for record, clip in zip(decoded.records, clips)]
 
 
 def error_record(video: dict, reason: str, retry: bool) -> dict:

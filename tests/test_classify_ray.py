@@ -217,3 +217,51 @@ def test_tasks_and_actor_pool_give_the_same_rows(ray_local, motion_corpus, bad_v
         assert task_row["top_scores"] == pytest.approx(actor_row["top_scores"], abs=1e-5)
         assert ({**task_row, "score": 0, "top_scores": 0}
                 == {**actor_row, "score": 0, "top_scores": 0})
+
+
+def test_classify_task_streams_windows_and_a_video_failing_halfway_is_one_error_row(
+        ray_local, tmp_path, checkpoint, monkeypatch):
+    """The CPU task classifies windows as they are decoded, a few at a time; the rows equal the
+    all-at-once path's, and a video whose read fails after some windows is one error row."""
+    import io
+
+    import pyarrow as pa
+
+    from pipeline import inference, segments
+    from pipeline.model_store import load_model
+
+    good = [write_testsrc(tmp_path / f"good{i}.mp4", seconds=s, faststart=True)
+            for i, s in enumerate((7, 2, 5))]
+    broken = write_testsrc(tmp_path / "broken.mp4", seconds=10, faststart=True)
+    data = broken.read_bytes()
+
+    class Dropped(io.BytesIO):  # the store connection drops once 60% of the object was read
+        def read(self, size=-1):
+            if self.tell() > 0.6 * len(data):
+                raise ConnectionResetError("connection reset by peer")
+            return super().read(size)
+
+    opened = segments.open_video
+    monkeypatch.setattr(segments, "open_video",
+                        lambda uri: Dropped(data) if uri.endswith("broken.mp4") else opened(uri))
+    listed = [{"video_uri": str(path), "video_etag": path.name, "video_bytes": path.stat().st_size}
+              for path in (good[0], broken, good[1], good[2])]
+    loaded = load_model(str(checkpoint))
+    tables = list(inference.classify_task(
+        pa.Table.from_pylist(listed), ray_local.put(loaded.checkpoint), loaded.lineage,
+        loaded.config.frames, loaded.config.size, 1.0, None, batch_size=3))
+    rows = pa.concat_tables(tables).to_pylist()
+    [error] = [row for row in rows if row["video_uri"].endswith("broken.mp4")]
+    assert error["status"] == "error" and "ConnectionResetError" in error["error"] and error["retry"]
+    classifier = inference.Classifier(loaded)
+    expected = [row for path in good for row in classifier.rows(
+        segments.decode_video({"video_uri": str(path), "video_etag": path.name,
+                               "video_bytes": path.stat().st_size},
+                              loaded.config.frames, loaded.config.size, 1.0))]
+    ok = [row for row in rows if row["status"] == "ok"]
+    assert len(ok) == len(expected) == 7 + 2 + 5
+    for got, want in zip(sorted(ok, key=lambda r: (r["video_uri"], r["segment"])),
+                         sorted(expected, key=lambda r: (r["video_uri"], r["segment"]))):
+        assert (got["video_uri"], got["segment"], got["start_s"], got["end_s"], got["label"]) == \
+            (want["video_uri"], want["segment"], want["start_s"], want["end_s"], want["label"])
+        assert got["score"] == pytest.approx(want["score"], abs=1e-5)

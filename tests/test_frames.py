@@ -251,3 +251,51 @@ def test_s3_video_is_read_by_ranges_not_downloaded_whole(tmp_path: Path, s3fs_cl
     [local] = segments.decode_video({**listed, "video_uri": str(video)}, 8, 64, None)
     assert remote["error"] is None and remote["clip"] == local["clip"]
     assert 0 < requested[0] < 0.5 * video.stat().st_size
+
+
+def test_windows_stream_one_at_a_time_with_the_same_clips(tmp_path: Path, decoder):
+    """iter_segments yields the windows of sample_segments in order, each as its frames arrive;
+    the VideoInfo is the generator's return value; the last window's end is fixed by the caller."""
+    from pipeline.frames import iter_segments
+
+    video = write_lossless_index_video(tmp_path / "long.mkv", 250, fps=25)  # 10 s
+    info, listed = sample_segments(video, num_frames=4, window_seconds=3.0, decoder=decoder)
+    stream = iter_segments(video, num_frames=4, window_seconds=3.0, decoder=decoder)
+    streamed = []
+    while True:
+        try:
+            streamed.append(next(stream))
+        except StopIteration as finished:
+            assert finished.value == info
+            break
+    assert [s.index for s in streamed] == [s.index for s in listed]
+    assert all(np.array_equal(a.clip, b.clip) for a, b in zip(streamed, listed))
+    assert streamed[-1].end_s == 12.0 and listed[-1].end_s == 10.0  # nominal until the end is known
+    first = next(iter_segments(video, num_frames=4, window_seconds=3.0, decoder=decoder))
+    assert decode_index(first.clip).tolist() == [0, 25, 49, 74]  # a stream may stop early
+
+
+def test_streaming_windows_hold_one_window_not_the_whole_video(tmp_path: Path, decoder):
+    """Peak Python/numpy memory while streaming 120 windows stays near one window's clip; the list
+    API holds all of them (tracemalloc sees numpy's buffers)."""
+    import tracemalloc
+
+    from pipeline.frames import iter_segments
+
+    video = write_lossless_index_video(tmp_path / "long.mkv", 3000, fps=25)  # 120 one-second windows
+    clip_bytes = 20 * 64 * 64 * 3
+    peaks = {}
+    for api in ("list", "stream"):
+        tracemalloc.start()
+        if api == "list":
+            _, segments = sample_segments(video, num_frames=20, size=(64, 64), window_seconds=1.0,
+                                          decoder=decoder)
+            assert len(segments) == 120
+            del segments
+        else:
+            assert sum(1 for _ in iter_segments(video, num_frames=20, size=(64, 64),
+                                                window_seconds=1.0, decoder=decoder)) == 120
+        peaks[api] = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+    assert peaks["list"] > 100 * clip_bytes  # every clip at once
+    assert peaks["stream"] < 8 * clip_bytes, peaks  # a window's frames and clip, a few buffers

@@ -1,7 +1,9 @@
-"""The sequential classify loop: rows in the DESIGN.md schema, error rows, lineage, DuckDB-readable."""
+"""Classification without Ray: the sequential loop (rows in the DESIGN.md schema, error rows,
+lineage, DuckDB-readable) and one video decoded window by window (segments.VideoWindows)."""
 
 from __future__ import annotations
 
+import io
 import shutil
 from pathlib import Path
 
@@ -9,6 +11,7 @@ import duckdb
 import numpy as np
 import pyarrow.parquet as pq
 import torch
+from videos import write_testsrc
 
 from pipeline.frames import sample_clip
 from pipeline.inference import classify_sequential
@@ -70,3 +73,26 @@ def test_both_decoders_give_the_same_rows(motion_corpus, bad_videos, tmp_path):
     columns = ["video_uri", "segment", "start_s", "end_s", "status", "error", "label", "score",
                "top_scores"]
     assert tables["pyav"].select(columns).to_pylist() == tables["ffmpeg"].select(columns).to_pylist()
+
+
+class _DroppedAfter(io.BytesIO):
+    """An object whose store connection drops once 60% of it has been read."""
+
+    def read(self, size=-1):
+        if self.tell() > 0.6 * len(self.getbuffer()):
+            raise ConnectionResetError("connection reset by peer")
+        return super().read(size)
+
+
+def test_a_video_failing_halfway_is_one_error_record_after_its_first_windows(tmp_path, monkeypatch):
+    from pipeline import segments
+
+    data = write_testsrc(tmp_path / "v.mp4", seconds=10, faststart=True).read_bytes()
+    monkeypatch.setattr(segments, "open_video", lambda uri: _DroppedAfter(data))
+    listed = {"video_uri": "s3://bucket/v.mp4", "video_etag": "abc", "video_bytes": len(data)}
+    windows = segments.VideoWindows(listed, 4, 32, 1.0)
+    streamed = [window["segment"] for window, _ in windows]
+    assert streamed[:3] == [0, 1, 2]  # windows came out before the connection dropped...
+    [record] = windows.records  # ...and the video is still exactly one error record
+    assert record["error"] == "cannot read input: ConnectionResetError" and record["retry"]
+    assert segments.decode_video(listed, 4, 32, 1.0) == [record]
