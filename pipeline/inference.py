@@ -22,7 +22,6 @@ from collections.abc import Iterable
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
 
@@ -168,11 +167,12 @@ def predictions(videos, loaded: LoadedModel, window_seconds: float | None = None
     )
 
 
-def _rows_with_retry(classifier: Classifier, records: list[dict], progress) -> pa.Table:
-    """Segment records -> prediction rows plus the records' `retry`; counts finished videos."""
-    table = rows_to_table(classifier.rows(records))
-    report(progress, "done", pc.sum(pc.equal(table["segment"], 0)).as_py() or 0)
-    return table.append_column("retry", pa.array([r["retry"] for r in records], pa.bool_()))
+def _rows_with_retry(rows: list[dict], records: list[dict], progress) -> pa.Table:
+    """The rows of `records` (one each, in order) as a table plus the records' `retry`; counts
+    the videos they finish (a video's first segment, or its one error record, is segment 0)."""
+    report(progress, "done", sum(record["segment"] == 0 for record in records))
+    return rows_to_table(rows).append_column(
+        "retry", pa.array([record["retry"] for record in records], pa.bool_()))
 
 
 class ClassifierActor:
@@ -190,7 +190,8 @@ class ClassifierActor:
         from .ray_runtime import report_node
 
         report_node(self.nodes)
-        return _rows_with_retry(self.classifier, batch.to_pylist(), self.progress)
+        records = batch.to_pylist()
+        return _rows_with_retry(self.classifier.rows(records), records, self.progress)
 
 
 _worker_classifier: tuple[str, Classifier] | None = None  # (checkpoint ref, its model) per process
@@ -240,9 +241,8 @@ def classify_task(videos: pa.Table, checkpoint, lineage, frames: int, size: int,
 
     def rows_of(done: list[VideoWindows]) -> pa.Table:
         records = [record for video in done for record in video.records]
-        table = rows_to_table([classifier.row(r, r.get("probs")) for r in records])
-        report(progress, "done", len(done))
-        return table.append_column("retry", pa.array([r["retry"] for r in records], pa.bool_()))
+        return _rows_with_retry([classifier.row(r, r.get("probs")) for r in records], records,
+                                progress)
 
     for video in videos.select(["video_uri", "video_etag", "video_bytes"]).to_pylist():
         windows = VideoWindows(video, frames, size, window_seconds, timeout_s=timeout_s,
