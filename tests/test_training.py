@@ -74,8 +74,9 @@ def test_two_workers_learn_motion_with_the_defaults_and_everything_is_tracked(ch
     # Defaults (no --lr) leave the chance plateau within a few epochs: twice chance here is 0.5,
     # what an order-blind model reaches, so leaving it means telling directions apart. 72 clips
     # over 2 workers make 9 steps an epoch; five runs of this fixture's settings (training seeds
-    # 0-4) reached 0.5 at epoch 4, 4, 5, 4, 4. The kept epoch is the best one.
-    assert left_chance_epoch(history, 4) <= 5, [e.val_accuracy for e in history]
+    # 0-4) reached 0.5 at epoch 4, 4, 5, 4, 4, and the demo's corpus (another seed) at 4 and 6,
+    # hence a bound of 6 that a slow run does not fail by chance. The kept epoch is the best one.
+    assert left_chance_epoch(history, 4) <= 6, [e.val_accuracy for e in history]
     assert champion_run["val_accuracy"] >= TEMPORAL_THRESHOLD, champion_run["evaluation"]
     best = max(history, key=lambda e: (e.val_accuracy, -e.val_loss, e.epoch))
     assert champion_run["best_epoch"] == best.epoch

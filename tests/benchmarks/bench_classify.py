@@ -246,7 +246,7 @@ def main() -> None:
            target=1.5, note=f"{videos} short clips; classify (Ray Data) / classify_sequential")
     record("pipeline at 4x the corpus vs sequential loop (videos/s)",
            ray_4x["videos_per_s"] / seq["videos_per_s"], target=1.5,
-           note=f"{4 * videos} clips: Ray's fixed start-up (actor, torch import) amortised")
+           note=f"{4 * videos} clips: Ray's fixed start-up (workers, torch import) amortised")
     record("perfect 2-core pipeline vs sequential loop (ceiling)", ceiling / seq["videos_per_s"],
            note="cores / (decode + inference seconds per video, 1 thread each)")
     record("actor-pool pipeline vs sequential loop (videos/s)",
