@@ -152,8 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--batch-size", type=_positive_int, default=16, help="clips per model call")
     classify.add_argument("--num-actors", type=_positive_int, default=None,
                           help="classify in a pool of N model actors fed by decode tasks (default: "
-                           "one per GPU on a GPU cluster; on CPUs, every task decodes and "
-                           "classifies its videos itself)")
+                               "one per GPU on a GPU cluster; on CPUs, every task decodes and "
+                               "classifies its videos itself)")
     classify.add_argument("--error-threshold", type=_fraction, default=0.5,
                           help="fail (exit 1, after writing) when more than this share of videos is unreadable")
     classify.add_argument("--overwrite", action="store_true",

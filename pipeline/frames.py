@@ -3,9 +3,9 @@
 Owns everything between a video and the model's input that does not depend on how it is decoded:
 the public API (`sample_clip`, `sample_segments`, `iter_segments`, `decode_frames`, `probe`),
 the pure planning (which frame indices each window samples: round(linspace(0, n-1, T)) over the
-window's frames), opening the input (a local path, or a seekable file object for bytes and remote URIs, so a long
-S3 video is read by ranges rather than downloaded whole), the per-video deadline, and the choice
-of decoding backend:
+window's frames), opening the input (a local path, or a seekable file object for bytes and remote
+URIs, so a long S3 video is read by ranges rather than downloaded whole), the per-video deadline,
+and the choice of decoding backend:
 
 - "pyav" (default, decode_pyav.py): in process; frame count and time base from the container,
   decodes forward to each selected frame (seeking to the keyframe before a far one) and converts

@@ -110,7 +110,7 @@ def predictions(videos, loaded: LoadedModel, window_seconds: float | None = None
     """Listed videos (a Ray dataset with the LISTING_SCHEMA columns) -> prediction rows plus
     `retry`. `window_seconds`: None = the model's training clip duration, 0 = whole videos.
 
-    Two shapes of the same steps (decode_video, then Classifier.rows):
+    Two shapes of the same steps (a listed video decoded by segments.py, then Classifier):
     - CPU clusters (the default there): each task decodes a block of videos and classifies their
       clips in the same process (`classify_task`), one torch thread per task, so every CPU both
       decodes and classifies and clips never cross the object store. The model is loaded once
