@@ -11,6 +11,7 @@ the bytes are not a decodable video (final for that ETag).
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Generator, Iterable, Iterator
 
 import numpy as np
@@ -127,14 +128,34 @@ def error_record(video: dict, reason: str, retry: bool) -> dict:
             "retry": retry}
 
 
+SPILL_BYTES = 32 * 1024 * 1024  # a video's clips beyond this wait on local disk, not in memory
+WINDOWS_PER_TABLE = 64  # segment records per table a long video is handed on in
+
+
 def decode_batch(videos: pa.Table, frames: int, size: int, window_seconds: float | None,
                  decoder: str = DEFAULT_DECODER, timeout_s: float = DEFAULT_TIMEOUT_S
                  ) -> Iterable[pa.Table]:
-    """Ray Data step: a batch of listed videos -> SEGMENT_SCHEMA tables, one per video (a long
-    video's clips never pile up with the next one's). `timeout_s`: frames.DEFAULT_TIMEOUT_S."""
+    """Ray Data step: a batch of listed videos -> SEGMENT_SCHEMA tables of at most
+    WINDOWS_PER_TABLE records, never two videos in one table. A video's tables come out once it
+    has decoded whole (one that fails halfway is one error record and nothing else); until then
+    its clips wait in a spooled temporary file, in memory up to SPILL_BYTES and on local disk
+    beyond, so a long video does not hold all its clips in memory. `timeout_s`:
+    frames.DEFAULT_TIMEOUT_S."""
+    clip_bytes = frames * size * size * 3
     for video in videos.select(["video_uri", "video_etag", "video_bytes"]).to_pylist():
-        yield records_to_table(decode_video(video, frames, size, window_seconds,
-                                            timeout_s=timeout_s, decoder=decoder))
+        decoded = VideoWindows(video, frames, size, window_seconds, timeout_s=timeout_s,
+                               decoder=decoder)
+        with tempfile.SpooledTemporaryFile(max_size=SPILL_BYTES) as clips:
+            for _, clip in decoded:
+                clips.write(clip.tobytes())
+            if decoded.records[0]["error"] is not None:
+                yield records_to_table(decoded.records)
+                continue
+            clips.seek(0)
+            for start in range(0, len(decoded.records), WINDOWS_PER_TABLE):
+                chunk = decoded.records[start:start + WINDOWS_PER_TABLE]
+                yield records_to_table([{**record, "clip": clips.read(clip_bytes)}
+                                        for record in chunk])
 
 
 def decode_task(videos: pa.Table, frames: int, size: int, window_seconds: float | None, nodes,

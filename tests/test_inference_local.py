@@ -96,3 +96,40 @@ def test_a_video_failing_halfway_is_one_error_record_after_its_first_windows(tmp
     [record] = windows.records  # ...and the video is still exactly one error record
     assert record["error"] == "cannot read input: ConnectionResetError" and record["retry"]
     assert segments.decode_video(listed, 4, 32, 1.0) == [record]
+
+
+def test_the_decode_step_hands_a_long_video_on_in_tables_once_it_decoded_whole(tmp_path,
+                                                                            monkeypatch):
+    """The GPU shape's decode step (segments.decode_batch): a long video's clips wait in a spooled
+    file (here all on disk) and leave in tables of a few windows, equal to decode_video's records;
+    peak memory stays near one table, and a video failing halfway is one error record."""
+    import tracemalloc
+
+    import pyarrow as pa
+
+    from pipeline import segments
+
+    monkeypatch.setattr(segments, "SPILL_BYTES", 1)  # 0 would mean "never spill"
+    monkeypatch.setattr(segments, "WINDOWS_PER_TABLE", 4)
+    long = write_testsrc(tmp_path / "long.mp4", seconds=60, size="160x120", faststart=True)
+    listed = [{"video_uri": str(long), "video_etag": "a", "video_bytes": long.stat().st_size}]
+    expected = segments.decode_video(listed[0], 20, 64, 1.0)
+    assert len(expected) == 60
+    segments.records_to_table(expected[:1]).to_pylist()  # Arrow's lazy imports, before measuring
+    tracemalloc.start()
+    tables = []
+    for table in segments.decode_batch(pa.Table.from_pylist(listed), 20, 64, 1.0):
+        tables.append(table.drop_columns(["clip"]).num_rows)
+        assert table.to_pylist() == expected[sum(tables) - table.num_rows:sum(tables)]
+        del table
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert tables == [4] * 15
+    assert peak < 20 * 20 * 64 * 64 * 3, peak  # a few tables' clips, not the video's 60
+
+    data = write_testsrc(tmp_path / "v.mp4", seconds=10, faststart=True).read_bytes()
+    monkeypatch.setattr(segments, "open_video", lambda uri: _DroppedAfter(data))
+    broken = {"video_uri": "s3://bucket/v.mp4", "video_etag": "b", "video_bytes": len(data)}
+    [table] = list(segments.decode_batch(pa.Table.from_pylist([broken]), 4, 32, 1.0))
+    [record] = table.to_pylist()
+    assert record["error"] == "cannot read input: ConnectionResetError" and record["retry"]
