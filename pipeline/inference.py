@@ -15,6 +15,7 @@ The stages, each usable on its own and shared by `classify` here and `scan` (sca
 
 from __future__ import annotations
 
+import math
 import os
 import posixpath
 import time
@@ -106,7 +107,8 @@ def classify_sequential(input_uri: str, output_path: str, model_ref: str,
 
 def predictions(videos, loaded: LoadedModel, window_seconds: float | None = None,
                 batch_size: int = 16, num_actors: int | None = None, nodes=None, progress=None,
-                decoder: str = DEFAULT_DECODER, decode_timeout_s: float = DEFAULT_TIMEOUT_S):
+                decoder: str = DEFAULT_DECODER, decode_timeout_s: float = DEFAULT_TIMEOUT_S,
+                video_count: int | None = None):
     """Listed videos (a Ray dataset with the LISTING_SCHEMA columns) -> prediction rows plus
     `retry`. `window_seconds`: None = the model's training clip duration, 0 = whole videos.
 
@@ -120,7 +122,9 @@ def predictions(videos, loaded: LoadedModel, window_seconds: float | None = None
 
     `nodes`: a ray_runtime.NodeLog to report to; `progress`: a progress.Progress handle;
     `decoder`: one of frames.DECODERS; `decode_timeout_s`: the decode deadline per started minute
-    of video (frames.DEFAULT_TIMEOUT_S)."""
+    of video (frames.DEFAULT_TIMEOUT_S); `video_count`: how many videos `videos` holds, where the
+    caller knows (a scan does): fewer than VIDEOS_PER_CLASSIFY_TASK per CPU are then spread over
+    every CPU rather than packed into a few tasks."""
     import ray
 
     from .ray_runtime import cluster_has_gpus
@@ -131,6 +135,7 @@ def predictions(videos, loaded: LoadedModel, window_seconds: float | None = None
               "window_seconds": config.window_seconds(window_seconds), "nodes": nodes,
               "decoder": decoder, "timeout_s": decode_timeout_s}
     listed = videos.select_columns(list(storage.LISTING_SCHEMA.names))
+    cpus = int(ray.cluster_resources().get("CPU", 1))
     if not gpus and num_actors is None:
         # Ray Data's per-operator reservation splits the CPUs among the chain's operators (on 2
         # CPUs this step got one task at a time, half the machine); here one step does nearly all
@@ -138,14 +143,13 @@ def predictions(videos, loaded: LoadedModel, window_seconds: float | None = None
         # The setting belongs to this chain's context (shared with `videos`), not the process's.
         listed.context.op_resource_reservation_enabled = False
         return (
-            listed.repartition(target_num_rows_per_block=VIDEOS_PER_CLASSIFY_TASK)
+            listed.repartition(target_num_rows_per_block=videos_per_task(video_count, cpus))
             .map_batches(classify_task, batch_size=None, batch_format="pyarrow", num_cpus=1,
                          memory=DECODE_MEMORY,
                          fn_kwargs={**decode, "checkpoint": ray.put(loaded.checkpoint),
                                     "lineage": loaded.lineage, "batch_size": batch_size,
                                     "progress": progress})
         )
-    cpus = int(ray.cluster_resources().get("CPU", 1))
     actors = num_actors or int(ray.cluster_resources().get("GPU", 1))
     # Torch threads per CPU actor: the CPUs the actors would share if decoding took none. Decode
     # tasks (1 CPU each, as reserved) then share cores with them.
@@ -165,6 +169,14 @@ def predictions(videos, loaded: LoadedModel, window_seconds: float | None = None
                                             "threads": threads, "progress": progress},
                      num_cpus=1, num_gpus=1 if gpus else 0)
     )
+
+
+def videos_per_task(video_count: int | None, cpus: int) -> int:
+    """Videos per classify task: VIDEOS_PER_CLASSIFY_TASK, or fewer where a known count would
+    otherwise leave CPUs idle (24 videos on 4 CPUs: 6 per task, not 16 + 8 on two CPUs)."""
+    if not video_count:
+        return VIDEOS_PER_CLASSIFY_TASK
+    return max(1, min(VIDEOS_PER_CLASSIFY_TASK, math.ceil(video_count / max(1, cpus))))
 
 
 def _rows_with_retry(rows: list[dict], records: list[dict], progress) -> pa.Table:

@@ -252,7 +252,7 @@ def run_scan(request: ScanRequest, say: Callable[[str], None]) -> dict:
     ensure_ray(request.ray_address)
     if not request.dry_run:  # a node that cannot decode fails the scan now, not per video
         check_nodes(request.archive, request.decoder)
-    _use_hash_shuffle()
+    _configure_ray_data()
     record = {"kind": "scan", "run_id": run_id, "scan_date": scan_date.isoformat(),
               "archive": request.archive, "output": request.output, "model": request.model,
               "model_name": loaded.lineage.model_name,
@@ -314,7 +314,8 @@ def _run(request: ScanRequest, record: dict, loaded, lease, say, started: float)
                 rows = predictions(work, loaded, request.window_seconds, request.batch_size,
                                    request.num_actors, log, progress.handle,
                                    decoder=request.decoder,
-                                   decode_timeout_s=request.decode_timeout_s)
+                                   decode_timeout_s=request.decode_timeout_s,
+                                   video_count=work_count)
                 manifest = stage_rows(rows, staging, keep_retry=False,
                                       state_rows=partial(state_rows, run_id=run_id),
                                       rows_per_file=request.rows_per_file)
@@ -374,15 +375,22 @@ def _stage_recorded_state(plan_uri: str, staging: str, model_version: str, run_i
             if name.endswith(".parquet")]
 
 
-def _use_hash_shuffle() -> None:
-    """Ray Data's hash shuffle (aggregator actors) for this driver's shuffles rather than 2.60's
-    default SHUFFLE_V2, which starts a dedicated worker pool for every shuffle: measured on 2
-    CPUs, a whole small scan took 68-74 s instead of 95-102 s. A process-wide Ray Data setting;
-    nothing else in vidpipe shuffles."""
+def _configure_ray_data() -> None:
+    """Two process-wide Ray Data settings for this driver (nothing else in vidpipe shuffles or
+    reads Parquet through Ray Data while a scan runs):
+    - hash shuffle (aggregator actors) rather than 2.60's default SHUFFLE_V2, which starts a
+      dedicated worker pool for every shuffle: measured on 2 CPUs, a whole small scan took
+      68-74 s instead of 95-102 s;
+    - the V1 Parquet datasource: V2 (2.60's default) lists files through FooterReader actors
+      spread over the nodes while the dataset streams, and an actor on a node that dies fails the
+      whole read (ActorDiedError, not retried), so losing one worker node mid-scan failed the
+      scan. V1 reads footers before execution and reads files in tasks that Ray retries."""
     from ray.data import DataContext
     from ray.data.context import ShuffleStrategy
 
-    DataContext.get_current().shuffle_strategy = ShuffleStrategy.HASH_SHUFFLE
+    context = DataContext.get_current()
+    context.shuffle_strategy = ShuffleStrategy.HASH_SHUFFLE
+    context.use_datasource_v2 = False
 
 
 def _column(name: str):

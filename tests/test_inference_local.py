@@ -14,7 +14,7 @@ import torch
 from videos import write_testsrc
 
 from pipeline.frames import sample_clip
-from pipeline.inference import classify_sequential
+from pipeline.inference import VIDEOS_PER_CLASSIFY_TASK, classify_sequential, videos_per_task
 from pipeline.models import clips_to_tensor
 from pipeline.models.checkpoint import ModelConfig, load_checkpoint, save_checkpoint
 from pipeline.rows import PREDICTION_SCHEMA
@@ -133,3 +133,10 @@ def test_the_decode_step_hands_a_long_video_on_in_tables_once_it_decoded_whole(t
     [table] = list(segments.decode_batch(pa.Table.from_pylist([broken]), 4, 32, 1.0))
     [record] = table.to_pylist()
     assert record["error"] == "cannot read input: ConnectionResetError" and record["retry"]
+
+
+def test_a_small_known_job_is_spread_over_every_cpu():
+    assert videos_per_task(24, 4) == 6  # four tasks, one per CPU, not 16 + 8 on two CPUs
+    assert videos_per_task(3, 4) == 1
+    assert videos_per_task(10_000, 4) == videos_per_task(None, 4) == VIDEOS_PER_CLASSIFY_TASK
+    assert videos_per_task(5, 0) == 5  # a cluster reporting no CPU yet counts as one

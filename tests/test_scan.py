@@ -483,6 +483,9 @@ def test_a_worker_node_killed_mid_scan_costs_no_video(ray_cluster, videos, check
                              "--disable-usage-stats"],
                             env=ray_cluster.env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
+    # The scan spreads its 24 videos over the CPUs it sees when it starts; the third node must be
+    # one of them.
+    wait_for_nodes(ray_cluster.env, gcs, 3)
     pause = {"VIDPIPE_TEST_PAUSE_AT": "decoding", "VIDPIPE_TEST_PAUSE_S": "8"}
     job = subprocess.Popen(
         [ray, "job", "submit", "--address", ray_cluster.dashboard, "--working-dir", str(ROOT),
@@ -515,6 +518,18 @@ def test_a_worker_node_killed_mid_scan_costs_no_video(ray_cluster, videos, check
     assert_exactly_once(rows)
     assert_complete(rows)
     assert {(r["video_uri"], r["video_etag"]) for r in rows} == listed(archive)
+
+
+def wait_for_nodes(env: dict, gcs: str, count: int, timeout: float = 300) -> None:
+    """Until the cluster at `gcs` has `count` live nodes (`ray start --block` returns nothing)."""
+    script = ("import sys, time, ray\n"
+              "ray.init(address=sys.argv[1], logging_level='ERROR')\n"
+              "deadline = time.time() + float(sys.argv[3])\n"
+              "while sum(n['Alive'] for n in ray.nodes()) < int(sys.argv[2]):\n"
+              "    assert time.time() < deadline, ray.nodes()\n"
+              "    time.sleep(1)\n")
+    subprocess.run([sys.executable, "-c", script, gcs, str(count), str(timeout)], env=env,
+                   check=True, capture_output=True, timeout=timeout + 60)
 
 
 def test_scan_usage_errors_are_one_line(ray_local, checkpoint, tmp_path):

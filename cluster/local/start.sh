@@ -24,6 +24,14 @@ agent_ports() {
         --runtime-env-agent-port "$(free_port)" --metrics-export-port "$(free_port)"
 }
 
+# Token auth (on by default in Ray 2.60): with RAY_AUTH_MODE=token already set, as the README's
+# commands and the tests have it, `ray start --head` refuses to start on a machine that has no
+# token yet instead of making one; make it first (Ray writes it to ~/.ray/auth_token; the token
+# itself stays out of the output).
+if [ -z "${RAY_AUTH_TOKEN:-}${RAY_AUTH_TOKEN_PATH:-}" ] && [ ! -s "$HOME/.ray/auth_token" ]; then
+    RAY_AUTH_MODE=token "$RAY" get-auth-token --generate >/dev/null 2>&1
+    chmod 600 "$HOME/.ray/auth_token"
+fi
 "$RAY" start --head --node-ip-address 127.0.0.1 --port "$GCS_PORT" \
     --num-cpus "${VIDPIPE_HEAD_CPUS:-1}" --temp-dir "$TEMP_DIR" \
     --include-dashboard true --dashboard-host 127.0.0.1 --dashboard-port "$DASHBOARD_PORT" \
