@@ -131,15 +131,18 @@ _reported: set[str] = set()
 
 
 def report_node(log: NodeLog | None) -> None:
-    """Tell `log` (if any) which node this worker process is on, once per process and log."""
+    """Tell `log` (if any) which node this worker process is on, once per process and log.
+
+    Waits for the log to have it: a call only sent could still be in flight when this node is
+    lost a moment later, and the job summary would then miss a node that had work."""
     import ray
 
     if log is None:
         return
     key = log.actor._actor_id.hex()
     if key not in _reported:
+        ray.get(log.actor.add.remote(ray.get_runtime_context().get_node_id()))
         _reported.add(key)
-        log.actor.add.remote(ray.get_runtime_context().get_node_id())
 
 
 class _NodeSet:

@@ -176,30 +176,47 @@ def _cast_state(table: pa.Table) -> pa.Table:
 
 
 def count_changes(plan) -> dict[str, int]:
-    """{change: videos} of a plan dataset, by a Ray aggregation."""
+    """{change: videos} of a plan dataset."""
     counts = dict.fromkeys(CHANGES, 0)
-    for row in plan.groupby("change", num_partitions=1).sum("count").take_all():  # 6 keys at most
-        counts[row["change"]] = int(row["sum(count)"])
+    for change, sums in _sums_by(plan, "change", ["count"]).items():  # 6 keys at most
+        counts[change] = int(sums["count"])
     counts["listed"] = sum(counts[c] for c in ("new", "changed", "reprocess", "unchanged", "restored"))
     return counts
 
 
 def class_stats(data_files: list[str]) -> dict[str, dict]:
-    """{label: {segments, share, mean_score}} over the ok rows of `data_files` (Ray aggregation)."""
-    from ray.data.aggregate import Count, Mean
+    """{label: {segments, share, mean_score}} over the ok rows of `data_files`."""
     from ray.data.expressions import col
 
     if not data_files:
         return {}
     rows = _read_parquet(data_files, columns=["status", "label", "score"])
-    stats = (rows.filter(expr=col("status") == "ok").groupby("label", num_partitions=1)
-             .aggregate(Count(alias_name="segments"), Mean("score", alias_name="mean_score"))
-             .take_all())
-    total = sum(row["segments"] for row in stats)
-    return {row["label"]: {"segments": int(row["segments"]),
-                           "share": round(row["segments"] / total, 6),
-                           "mean_score": round(float(row["mean_score"]), 6)}
-            for row in sorted(stats, key=lambda row: row["label"])}
+    stats = _sums_by(rows.filter(expr=col("status") == "ok"), "label", ["score"])
+    total = sum(sums["rows"] for sums in stats.values())
+    return {label: {"segments": int(sums["rows"]),
+                    "share": round(sums["rows"] / total, 6),
+                    "mean_score": round(float(sums["score"] / sums["rows"]), 6)}
+            for label, sums in sorted(stats.items())}
+
+
+def _sums_by(dataset, key: str, columns: list[str]) -> dict[str, dict[str, float]]:
+    """{value of `key`: {"rows": n, column: sum, ...}} over a dataset of few distinct keys:
+    each block is summed by a task, the partial sums (blocks x keys rows) here. No shuffle, so no
+    aggregator actors: one placed on a node that is lost fails the whole job (ActorDiedError,
+    not retried), where a lost task is retried elsewhere."""
+    def block_sums(block: pa.Table) -> pa.Table:
+        return block.group_by(key).aggregate([([], "count_all"),
+                                              *[(column, "sum") for column in columns]])
+
+    totals: dict[str, dict[str, float]] = {}
+    partial = dataset.select_columns([key, *columns]).map_batches(
+        block_sums, batch_size=None, batch_format="pyarrow")
+    for row in partial.take_all():
+        sums = totals.setdefault(row[key], dict.fromkeys(["rows", *columns], 0))
+        sums["rows"] += row["count_all"]
+        for column in columns:
+            sums[column] += row[f"{column}_sum"] or 0
+    return totals
 
 
 def state_rows(written: pa.Table, run_id: str) -> pa.Table:

@@ -486,7 +486,10 @@ def test_a_worker_node_killed_mid_scan_costs_no_video(ray_cluster, videos, check
     # The scan spreads its 24 videos over the CPUs it sees when it starts; the third node must be
     # one of them.
     wait_for_nodes(ray_cluster.env, gcs, 3)
-    pause = {"VIDPIPE_TEST_PAUSE_AT": "decoding", "VIDPIPE_TEST_PAUSE_S": "8"}
+    # Ray's log deduplication in the job's driver would fold the pause lines of tasks that pause
+    # together into one "[repeated Nx across cluster]" line under another node's pid.
+    pause = {"VIDPIPE_TEST_PAUSE_AT": "decoding", "VIDPIPE_TEST_PAUSE_S": "8",
+             "RAY_DEDUP_LOGS": "0"}
     job = subprocess.Popen(
         [ray, "job", "submit", "--address", ray_cluster.dashboard, "--working-dir", str(ROOT),
          "--runtime-env-json", json.dumps({"excludes": JOB_EXCLUDES, "env_vars": pause}),
