@@ -36,7 +36,9 @@ PAPER_VARIANTS = {
     "cnn3d_lstm128_gru128": ("3D CNN + LSTM 128 + GRU 128", 23.64),
 }
 # Our variants, trained beside the paper's under the same settings (no paper figure).
-OUR_VARIANTS = {"cnn3dbnmix_gru128": ("3D CNN + BatchNorm + MixStyle + GRU 128 (ours)", None),
+OUR_VARIANTS = {"motion3d_gru128": ("Motion 3D CNN (luma + frame differences, 2x2 grid) + GRU 128 (ours)",
+                                    None),
+                "cnn3dbnmix_gru128": ("3D CNN + BatchNorm + MixStyle + GRU 128 (ours)", None),
                 "cnn3dbn_gru128": ("3D CNN + BatchNorm + GRU 128 (ours)", None),
                 "cnn3dgn_gru128": ("3D CNN + GroupNorm + GRU 128 (ours)", None)}
 VARIANTS = PAPER_VARIANTS | OUR_VARIANTS
@@ -91,13 +93,13 @@ def run_ablation(args, say) -> dict:
         tracking.log_metrics({key: row[key] for key in
                               ("val_accuracy", "parameters", "train_s", "seconds_per_frame")})
         tracking.end()
-    table = markdown_table(rows, len(data.class_names), args.epochs, args.workers)
+    table = markdown_table(rows, len(data.class_names), args.epochs or "default", args.workers)
     with open(os.path.join(args.out, "ablation.md"), "w") as handle:
         handle.write(table + "\n")
     return {"rows": rows, "table": table, "out": args.out}
 
 
-def markdown_table(rows: list[dict], classes: int, epochs: int, workers: int) -> str:
+def markdown_table(rows: list[dict], classes: int, epochs: int | str, workers: int) -> str:
     lines = [
         f"Validation accuracy on the given data ({classes} classes, chance {1 / classes:.1%}), "
         f"{epochs} epochs, {workers} Ray Train worker(s); 'left chance': the first epoch with "

@@ -406,9 +406,10 @@ def _add_training_data(parser: argparse.ArgumentParser) -> None:
 
 def _add_training_settings(parser: argparse.ArgumentParser) -> None:
     defaults = TrainSettings()
-    parser.add_argument("--epochs", type=_positive_int, default=defaults.epochs,
-                        help=f"passes over the training clips; the epoch best on validation is kept "
-                             f"(default: {defaults.epochs})")
+    parser.add_argument("--epochs", type=_positive_int, default=None,
+                        help=f"passes over the training clips, exactly; the epoch best on validation "
+                             f"is kept (default: {defaults.epochs}, or more on a small corpus: as many "
+                             f"as make {defaults.min_steps} optimizer steps)")
     parser.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size,
                         help=f"clips per worker per step (default: {defaults.batch_size})")
     parser.add_argument("--lr", type=_positive_float, default=defaults.lr,
@@ -436,7 +437,8 @@ def _add_training_settings(parser: argparse.ArgumentParser) -> None:
 
 
 def _settings(args) -> TrainSettings:
-    return TrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+    epochs = {"epochs": args.epochs, "min_steps": 0} if args.epochs else {}  # exactly N when asked
+    return TrainSettings(**epochs, batch_size=args.batch_size, lr=args.lr,
                          weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
                          temporal_jitter=args.temporal_jitter, seed=args.seed)
 

@@ -17,9 +17,7 @@ import sys
 import time
 
 from .cli import main as vidpipe
-from .training import TrainSettings
 
-EPOCHS = TrainSettings().epochs  # the defaults, as a user's first `vidpipe train` gets them
 
 MODEL_NAME = "vidpipe"  # the name the README's examples use: models:/vidpipe@champion
 # Everything a demo run writes under --out (train writes model-report/ and ray-train/ beside the
@@ -40,15 +38,15 @@ def clean(out: str) -> None:
             os.remove(path)
 
 
-def run(out: str, per_class: int = 24, epochs: int = EPOCHS) -> int:
+def run(out: str, per_class: int = 24, epochs: int | None = None) -> int:
     corpus = os.path.join(out, "corpus")
     checkpoint = os.path.join(out, "model.pt")
     predictions = os.path.join(out, "predictions.parquet")
     mlflow_uri = f"sqlite:///{os.path.abspath(os.path.join(out, 'mlflow.db'))}"
     steps = [
         ["make-corpus", corpus, "--per-class", str(per_class), "--groups", "4", "--seed", "7"],
-        ["train", corpus, "--out", checkpoint, "--epochs", str(epochs), "--workers", "2",
-         "--register", MODEL_NAME, "--mlflow-uri", mlflow_uri],
+        ["train", corpus, "--out", checkpoint, *(["--epochs", str(epochs)] if epochs else []),
+         "--workers", "2", "--register", MODEL_NAME, "--mlflow-uri", mlflow_uri],
         ["classify", corpus, predictions, "--model", f"models:/{MODEL_NAME}@champion",
          "--mlflow-uri", mlflow_uri],
     ]
@@ -73,7 +71,7 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="demo-output", help="where everything goes (default: demo-output)")
     parser.add_argument("--per-class", type=int, default=24, help="videos per class (default: 24)")
-    parser.add_argument("--epochs", type=int, default=EPOCHS,
-                        help=f"training epochs (default: {EPOCHS}, vidpipe train's)")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="training epochs (default: vidpipe train's)")
     args = parser.parse_args()
     sys.exit(run(args.out, args.per_class, args.epochs))

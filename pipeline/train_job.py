@@ -31,6 +31,8 @@ from .tracking import (TrackedRun, apply_gate, champion_version, describe_failur
 from .training import RunSpec, TrainResult, TrainSettings, pool_frames, train_distributed
 
 RUN_MARKER = "vidpipe-run.json"  # in the Ray Train run folder: its MLflow run and what it trains
+# Settings a rerun may change and still continue the same run: how long it trains.
+RESUMABLE_CHANGES = ("epochs", "min_steps")
 
 
 @dataclass(frozen=True)
@@ -271,7 +273,7 @@ def _storage_path(request: TrainRequest) -> str:
 def _run_name(request: TrainRequest, fingerprint: str) -> str:
     """Same command, same name: what lets a rerun resume. Epochs and workers are left out on
     purpose, so a rerun with more epochs or workers continues the run."""
-    settings = {k: v for k, v in request.settings.__dict__.items() if k != "epochs"}
+    settings = {k: v for k, v in request.settings.__dict__.items() if k not in RESUMABLE_CHANGES}
     settings = (request.out, request.arch, request.frames, request.size, sorted(settings.items()),
                 request.window_seconds, fingerprint)
     digest = hashlib.sha256(repr(settings).encode()).hexdigest()[:10]
@@ -290,7 +292,7 @@ def _marker_path(run: RunSpec) -> str:
 def _run_identity(config: ModelConfig, settings: TrainSettings) -> dict:
     """What a Ray Train run was started with, bar epochs and workers (which a rerun may raise)."""
     return {"model": config.to_dict(),
-            "settings": {k: v for k, v in settings.__dict__.items() if k != "epochs"}}
+            "settings": {k: v for k, v in settings.__dict__.items() if k not in RESUMABLE_CHANGES}}
 
 
 def _check_resumable(run: RunSpec, marker: dict, identity: dict, started: bool = False) -> None:

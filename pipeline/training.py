@@ -37,7 +37,11 @@ REFERENCE_BATCH = 4  # the paper's batch: `lr` is the learning rate for a global
 
 @dataclass(frozen=True)
 class TrainSettings:
-    epochs: int = 15
+    epochs: int = 15  # at least; see min_steps
+    # A small corpus has few steps per epoch (168 clips over 2 workers: 21), so a schedule set in
+    # epochs alone gives it too few updates: training runs max(epochs, the epochs that make
+    # `min_steps` optimizer steps). 0: exactly `epochs` (what `--epochs N` asks for).
+    min_steps: int = 600
     batch_size: int = 4  # per worker
     lr: float = 1e-3  # at a global batch of REFERENCE_BATCH; scaled linearly with the global batch
     weight_decay: float = 0.05  # AdamW, decoupled
@@ -155,12 +159,17 @@ class Schedule:
     steps_per_epoch: int
 
     @property
+    def epochs(self) -> int:
+        """Epochs to run: `settings.epochs`, or more where that gives under `min_steps` steps."""
+        return max(self.settings.epochs, -(-self.settings.min_steps // self.steps_per_epoch))
+
+    @property
     def peak(self) -> float:
         return self.settings.lr * self.settings.batch_size * self.world_size / REFERENCE_BATCH
 
     def lr_at(self, step: int) -> float:
         warmup = max(1, round(self.settings.warmup_epochs * self.steps_per_epoch))
-        total = max(warmup + 1, self.settings.epochs * self.steps_per_epoch)
+        total = max(warmup + 1, self.epochs * self.steps_per_epoch)
         if step < warmup:
             return self.peak * (step + 1) / warmup
         progress = min(1.0, (step - warmup) / (total - warmup))
@@ -234,7 +243,7 @@ def fit(config: ModelConfig, train: LabelledClips, val: LabelledClips | None,
     optimizer = build_optimizer(model, settings)
     schedule = Schedule(settings, 1, steps_per_epoch(len(train.clips), settings.batch_size))
     history, best = [], BestEpoch()
-    for epoch in range(1, settings.epochs + 1):
+    for epoch in range(1, schedule.epochs + 1):
         loss, accuracy, speed = train_epoch(model, optimizer, train.clips, train.labels,
                                             settings, rng, schedule,
                                             (epoch - 1) * schedule.steps_per_epoch, config.frames)
@@ -399,7 +408,7 @@ def _train_worker(loop_config: dict) -> None:
     train_shard = ray.train.get_dataset_shard("train")
     val_arrays = _validation_arrays(config) if rank == 0 else None  # decoded once, not per epoch
 
-    for epoch in range(start_epoch, settings.epochs + 1):
+    for epoch in range(start_epoch, schedule.epochs + 1):
         rng = np.random.default_rng([settings.seed, epoch, rank])  # a resumed epoch replays its randomness
         model.train()
         loss_sum, correct, clips_seen = 0.0, 0, 0
@@ -430,7 +439,7 @@ def _train_worker(loop_config: dict) -> None:
         if rank != 0:
             ray.train.report(metrics)
             continue
-        _progress(f"epoch {epoch}/{settings.epochs}: loss={stats.loss:.4f} acc={stats.accuracy:.3f}"
+        _progress(f"epoch {epoch}/{schedule.epochs}: loss={stats.loss:.4f} acc={stats.accuracy:.3f}"
                   + (f" val_acc={stats.val_accuracy:.3f}" if stats.val_accuracy is not None else "")
                   + f" clips/s={stats.clips_per_s:.1f}")
         tracker.log(stats)

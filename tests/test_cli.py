@@ -88,4 +88,4 @@ def test_every_option_has_help_with_its_default():
     assert missing == []
     train_help = commands["train"].format_help()
     assert "cnn3dbn_gru128" in train_help and "cnn2d_lstm32" in train_help  # --arch choices
-    assert "(default: 15)" in " ".join(train_help.split())  # --epochs
+    assert "(default: 15, or more on a small corpus" in " ".join(train_help.split())  # --epochs

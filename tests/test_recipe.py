@@ -21,7 +21,7 @@ from videos import decode_index, write_lossless_index_video
 
 
 def test_learning_rate_warms_up_scales_with_the_global_batch_and_decays_to_zero():
-    settings = TrainSettings(epochs=10, batch_size=4, lr=1e-3, warmup_epochs=1)
+    settings = TrainSettings(epochs=10, min_steps=0, batch_size=4, lr=1e-3, warmup_epochs=1)
     one, two = Schedule(settings, 1, 20), Schedule(settings, 2, 10)
     assert one.peak == pytest.approx(1e-3) and two.peak == pytest.approx(2e-3)
     assert one.lr_at(0) == pytest.approx(1e-3 / 20)  # warm-up starts small...
@@ -30,6 +30,19 @@ def test_learning_rate_warms_up_scales_with_the_global_batch_and_decays_to_zero(
     decay = [one.lr_at(step) for step in range(20, 200)]
     assert all(a >= b for a, b in zip(decay, decay[1:])) and decay[-1] < 1e-6
     assert steps_per_epoch(168, 4, 2) == 21 and steps_per_epoch(3, 4, 1) == 1
+
+
+def test_a_small_corpus_trains_for_the_minimum_steps_and_a_large_one_for_the_epochs():
+    defaults = TrainSettings()
+    assert (defaults.epochs, defaults.min_steps) == (15, 600)
+    assert Schedule(defaults, 1, steps_per_epoch(168, 4, 1)).epochs == 15  # 42 steps x 15 = 630
+    assert Schedule(defaults, 2, steps_per_epoch(168, 4, 2)).epochs == 29  # 21 steps: 600 / 21
+    assert Schedule(defaults, 2, steps_per_epoch(8000, 4, 2)).epochs == 15
+    exact = Schedule(TrainSettings(epochs=3, min_steps=0), 2, 21)
+    assert exact.epochs == 3  # `--epochs 3` runs 3 epochs
+    # The cosine reaches zero at the end of the epochs actually run, not of `epochs`.
+    longer = Schedule(defaults, 2, 21)
+    assert longer.lr_at(15 * 21) > 0.1 * longer.peak and longer.lr_at(29 * 21 - 1) < 0.01 * longer.peak
 
 
 def test_weight_matrices_with_a_large_fan_in_learn_slower():

@@ -1,9 +1,13 @@
-"""The paper's model family: a backbone (cnn3d, cnn2d) composed with a temporal head, by name.
+"""The model family: a backbone composed with a temporal head, by name.
 
 `build_model("cnn3d_gru128", num_classes)` reads as backbone `cnn3d` + head `gru128`; `cnn3d_gru`
-is the paper's model, parameter for parameter. Our variants: `cnn3dbn_gru` (the paper's model with
-batch normalisation after each convolution), `cnn3dgn_gru` (group normalisation) and
-`cnn3dbnmix_gru` (batch normalisation plus MixStyle), the default of `vidpipe train`. See "Training recipe" in README.md. Input [B, 3, T, H, W] float in [0, 1]; output logits.
+is the paper's model, parameter for parameter, and the paper's other variants are its backbones
+(`cnn3d`, `cnn2d`) with the other heads. Our variants: `motion3d_gru` (a small 3D CNN over luma
+and frame differences, pooled to a 2x2 grid, with the paper's GRU 128 head), the default of
+`vidpipe train`; `cnn3dbn_gru` (the paper's model with batch normalisation after each
+convolution), `cnn3dgn_gru` (group normalisation) and `cnn3dbnmix_gru` (batch normalisation plus
+MixStyle; the default before motion3d). See "Training recipe" in README.md. Input
+[B, 3, T, H, W] float in [0, 1]; output logits.
 """
 
 from __future__ import annotations
@@ -17,13 +21,13 @@ from ..errors import InvalidInput
 from .backbones import BACKBONES
 from .heads import HEADS, build_head
 
-DEFAULT_ARCH = "cnn3dbnmix_gru"
+DEFAULT_ARCH = "motion3d_gru"
 PAPER_ARCH = "cnn3d_gru"
 TOP_K = 5  # predictions keep the k most likely classes (k <= number of classes)
 # Short names used by the paper and by our CLI defaults.
 ALIASES = {"cnn3d_gru": "cnn3d_gru128", "cnn3d_lstm": "cnn3d_lstm128", "cnn3d": "cnn3d_none",
            "cnn3dbn_gru": "cnn3dbn_gru128", "cnn3dgn_gru": "cnn3dgn_gru128",
-           "cnn3dbnmix_gru": "cnn3dbnmix_gru128"}
+           "cnn3dbnmix_gru": "cnn3dbnmix_gru128", "motion3d_gru": "motion3d_gru128"}
 
 
 # Input centring lives in the model (as buffers, not parameters) so that no caller can pair the
