@@ -24,7 +24,8 @@ import ffmpeg  # ffmpeg-python: builds the command lines; we run them ourselves 
 import numpy as np
 
 from .frames import (MIN_DECODED_SHARE, Segment, VideoDecodeError, VideoInfo, deadline_s,
-                     frame_rate, make_segment, reject_non_video, sample_indices, window_of_frame)
+                     frame_rate, joins_previous_window, make_segment, reject_non_video, sample_indices,
+                     window_of_frame)
 from .infrastructure import MACHINE_ERRNOS, InfrastructureError, node_name, temp_dir
 
 
@@ -58,19 +59,29 @@ def _run_ffmpeg(start, cmd: list[str]):
 
 def iter_segments(source, num_frames: int, size: tuple[int, int], window_seconds: float | None,
                   timeout_s: float) -> Generator[Segment, None, VideoInfo]:
-    """Decode every frame once and sample a clip from each window; holds one window's frames."""
+    """Decode every frame once and sample a clip from each window. A finished window waits until
+    the next one has half a window of frames, or the stream ends (then a shorter remainder joins
+    it, as frames.plan_windows plans): at most 1.5 windows' frames are held."""
     with _local_path(source) as path, _FrameStream(path, size, timeout_s) as stream:
         window: list[np.ndarray] = []
+        finished: list[np.ndarray] | None = None  # window `index - 1`, not yet yielded
         index = count = 0
         for frame in stream:
             if count and window_seconds is not None and \
                     window_of_frame(count, stream.header_fps(), window_seconds) > index:
-                yield _sampled(index, window, num_frames, window_seconds)
-                index, window = index + 1, []
+                if finished is not None:
+                    yield _sampled(index - 1, finished, num_frames, window_seconds)
+                index, finished, window = index + 1, window, []
             window.append(frame)
             count += 1
+            if finished is not None and \
+                    not joins_previous_window(len(window), stream.header_fps(), window_seconds):
+                yield _sampled(index - 1, finished, num_frames, window_seconds)
+                finished = None
         info = stream.finish(count)
-        if window:
+        if finished is not None:  # the remainder is under half a window: one last segment
+            yield _sampled(index - 1, finished + window, num_frames, window_seconds)
+        elif window:
             yield _sampled(index, window, num_frames, window_seconds)
     return info
 

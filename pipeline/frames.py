@@ -125,18 +125,29 @@ def window_of_frame(index: int, fps: float, window_seconds: float | None) -> int
     return int(index / (window_seconds * fps) + 1e-9)
 
 
+def joins_previous_window(frames_in_last: int, fps: float, window_seconds: float | None) -> bool:
+    """Whether a video's last window, of `frames_in_last` frames, is too short to stand alone
+    and joins the window before it: under half a window. A model sees the motion of a clip's
+    whole span; a tail of a few frames, stretched to a full clip, would look nearly still (a
+    3.4 s video at 3 s windows is one segment, not 3 s and 0.4 s)."""
+    return window_seconds is not None and frames_in_last < 0.5 * window_seconds * fps
+
+
 def plan_windows(num_decoded: int, fps: float, num_frames: int,
                  window_seconds: float | None) -> list[WindowPlan]:
     """The windows of a video of `num_decoded` frames and the frames each clip samples.
 
     Windows are numbered consecutively in order of their first frame (as the streaming CLI
-    backend numbers them), each sampling round(linspace) over its own frames.
+    backend numbers them), each sampling round(linspace) over its own frames; the last window
+    takes the remainder, and a remainder under half a window joins it (joins_previous_window).
     """
     if num_decoded < 1:
         raise ValueError("need at least one decoded frame")
     windows = (np.arange(num_decoded) / (window_seconds * fps) + 1e-9).astype(np.int64) \
         if window_seconds is not None and fps > 0 else np.zeros(num_decoded, np.int64)
     starts = np.flatnonzero(np.diff(windows, prepend=-1))
+    if len(starts) > 1 and joins_previous_window(num_decoded - starts[-1], fps, window_seconds):
+        starts = starts[:-1]
     stops = np.append(starts[1:], num_decoded)
     return [WindowPlan(number, int(first), int(stop), first + sample_indices(stop - first, num_frames))
             for number, (first, stop) in enumerate(zip(starts, stops))]
@@ -192,8 +203,9 @@ def sample_segments(
 ) -> tuple[VideoInfo, list[Segment]]:
     """A clip from each consecutive window of `window_seconds` (see `plan_windows`).
 
-    Without a window, or for a video no longer than it, there is one segment covering the whole
-    video. Frame i is at time i / fps; the last window holds the remainder and may be shorter.
+    Without a window, or for a video shorter than 1.5 windows, there is one segment covering the
+    whole video. Frame i is at time i / fps; the last window holds the remainder: between half a
+    window and 1.5 windows (see joins_previous_window).
     """
     windows = iter_segments(source, num_frames, size, window_seconds, timeout_s, decoder)
     segments = []

@@ -74,11 +74,15 @@ def test_probe_reports_stream_facts(tmp_path: Path, decoder):
 def test_windows_are_consecutive_with_exact_bounds(tmp_path: Path, decoder):
     video = write_lossless_index_video(tmp_path / "long.mkv", 250, fps=25)  # 10 s
     info, segments = sample_segments(video, num_frames=4, window_seconds=3.0, decoder=decoder)
-    assert [s.index for s in segments] == [0, 1, 2, 3]
-    assert [(s.start_s, s.end_s) for s in segments] == [(0.0, 3.0), (3.0, 6.0), (6.0, 9.0), (9.0, 10.0)]
+    # The last second (a third of a window) joins the window before it.
+    assert [s.index for s in segments] == [0, 1, 2]
+    assert [(s.start_s, s.end_s) for s in segments] == [(0.0, 3.0), (3.0, 6.0), (6.0, 10.0)]
     # Each window samples only its own frames, first and last included.
     assert decode_index(segments[0].clip).tolist() == [0, 25, 49, 74]
-    assert decode_index(segments[3].clip).tolist() == [225, 233, 241, 249]
+    assert decode_index(segments[2].clip).tolist() == [150, 183, 216, 249]
+    _, halves = sample_segments(video, num_frames=4, window_seconds=4.0, decoder=decoder)
+    # 10 s at 4 s windows: a remainder of 2 s (half a window) stands alone.
+    assert [(s.start_s, s.end_s) for s in halves] == [(0.0, 4.0), (4.0, 8.0), (8.0, 10.0)]
     _, whole = sample_segments(video, num_frames=4, window_seconds=60, decoder=decoder)
     assert len(whole) == 1 and (whole[0].start_s, whole[0].end_s) == (0.0, 10.0)
 
@@ -171,7 +175,7 @@ def test_sparse_keyframes_long_video_exact_indices_per_window(tmp_path: Path, ke
     info, segments = sample_segments(video, num_frames=5, size=(48, 64), window_seconds=7.0,
                                      decoder=decoder)
     plans = plan_windows(3001, 25.0, 5, 7.0)
-    assert len(segments) == len(plans) == 18
+    assert len(segments) == len(plans) == 17  # 17 windows of 7 s; the last 1.04 s joins the 17th
     for segment, plan in zip(segments, plans):
         assert decode_index(segment.clip).tolist() == plan.indices.tolist()
         assert plan.first <= plan.indices[0] and plan.indices[-1] == plan.stop - 1
@@ -186,9 +190,12 @@ def test_variable_frame_rate_is_sampled_by_frame_count_not_timestamps(tmp_path: 
 
 def test_plan_windows_is_round_linspace_over_each_window():
     plans = plan_windows(250, 25.0, 4, 3.0)
-    assert [(p.index, p.first, p.stop) for p in plans] == [(0, 0, 75), (1, 75, 150), (2, 150, 225),
-                                                           (3, 225, 250)]
-    assert plans[3].indices.tolist() == [225, 233, 241, 249]
+    assert [(p.index, p.first, p.stop) for p in plans] == [(0, 0, 75), (1, 75, 150), (2, 150, 250)]
+    assert plans[2].indices.tolist() == [150, 183, 216, 249]
+    # A remainder of at least half a window stands alone; under half, it joins the last window.
+    assert [(p.first, p.stop) for p in plan_windows(113, 25.0, 4, 3.0)] == [(0, 75), (75, 113)]
+    assert [(p.first, p.stop) for p in plan_windows(112, 25.0, 4, 3.0)] == [(0, 112)]
+    assert [(p.first, p.stop) for p in plan_windows(85, 25.0, 4, 3.0)] == [(0, 85)]  # 3.4 s: one
     assert [p.indices.tolist() for p in plan_windows(7, 30.0, 3, None)] == [[0, 3, 6]]
 
 
@@ -270,7 +277,7 @@ def test_windows_stream_one_at_a_time_with_the_same_clips(tmp_path: Path, decode
             break
     assert [s.index for s in streamed] == [s.index for s in listed]
     assert all(np.array_equal(a.clip, b.clip) for a, b in zip(streamed, listed))
-    assert streamed[-1].end_s == 12.0 and listed[-1].end_s == 10.0  # nominal until the end is known
+    assert streamed[-1].end_s == 9.0 and listed[-1].end_s == 10.0  # nominal until the end is known
     first = next(iter_segments(video, num_frames=4, window_seconds=3.0, decoder=decoder))
     assert decode_index(first.clip).tolist() == [0, 25, 49, 74]  # a stream may stop early
 
