@@ -41,6 +41,7 @@ from pipeline.training import (RunSpec, TrainSettings, left_chance_epoch, pool_f
                                train_distributed)
 
 FRAMES, SIZE = 20, 64
+PREVIOUS_ARCH = "cnn3dbnmix_gru128"  # the default until 2026-12-06, trained exactly 15 epochs
 
 
 def main() -> None:
@@ -49,10 +50,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--arch", default=DEFAULT_ARCH)
+    parser.add_argument("--previous-defaults", action="store_true",
+                        help=f"the defaults before motion3d: {PREVIOUS_ARCH}, exactly 15 epochs")
     parser.add_argument("--root", default=os.path.join(tempfile.gettempdir(), "vidpipe-families"))
     parser.add_argument("--out", default="recipe-table.jsonl", help="JSON lines, appended")
     args = parser.parse_args()
-    arch = canonical_arch(args.arch)
+    arch = PREVIOUS_ARCH if args.previous_defaults else canonical_arch(args.arch)
+    settings = TrainSettings(min_steps=0) if args.previous_defaults else TrainSettings()
     set_verbose(False)
     ensure_ray()
     work = Path(tempfile.mkdtemp(prefix="vidpipe-recipe-"))
@@ -62,7 +66,7 @@ def main() -> None:
         data = _family_clips(Path(args.root) / family, family)
         for workers in args.workers:
             for seed in args.seeds:
-                rows.append(_run(family, data, arch, workers, seed, work))
+                rows.append(_run(family, data, arch, settings, workers, seed, work))
                 print(json.dumps(rows[-1]), flush=True)
                 with open(args.out, "a") as handle:
                     handle.write(json.dumps(rows[-1]) + "\n")
@@ -87,8 +91,9 @@ def _family_clips(root: Path, family: str) -> dict:
             "test_whole": to_arrays(whole.dataset, classes, FRAMES, SIZE)}
 
 
-def _run(family: str, data: dict, arch: str, workers: int, seed: int, work: Path) -> dict:
-    settings = TrainSettings(seed=seed)
+def _run(family: str, data: dict, arch: str, settings: TrainSettings, workers: int, seed: int,
+         work: Path) -> dict:
+    settings = TrainSettings(**{**settings.__dict__, "seed": seed})
     train_videos, val_videos = split_by_group(data["corpus"].videos, 0.25, seed)
     train_uris = {video.uri for video in train_videos}
     val_uris = {video.uri for video in val_videos}
@@ -97,13 +102,14 @@ def _run(family: str, data: dict, arch: str, workers: int, seed: int, work: Path
     config = ModelConfig(arch, data["classes"], FRAMES, SIZE, clip_seconds=data["clip_seconds"])
     started = time.perf_counter()
     result = train_distributed(config, train, val, settings,
-                               RunSpec(str(work / "runs"), f"{family}-{arch}-w{workers}-s{seed}",
+                               RunSpec(str(work / "runs"), f"{family}-{arch}-{settings.min_steps}-w{workers}-s{seed}",
                                        workers=workers))
     wall = time.perf_counter() - started
     scored = evaluate(result.model, data["classes"], FRAMES, *data["test"])
     whole = evaluate(result.model, data["classes"], FRAMES, *data["test_whole"])
     save_checkpoint(result.model, config, work / f"{family}-{arch}-w{workers}-s{seed}.pt")
-    return {"family": family, "tuned": FAMILIES[family].tuned, "arch": arch, "workers": workers,
+    return {"family": family, "tuned": FAMILIES[family].tuned, "arch": arch,
+            "min_steps": settings.min_steps, "workers": workers,
             "seed": seed, "heldout_video_accuracy": round(scored.video_accuracy, 4),
             "heldout_clip_accuracy": round(scored.clip_accuracy, 4),
             "heldout_whole_video_accuracy": round(whole.video_accuracy, 4),

@@ -1,0 +1,126 @@
+"""Training at UCF50's shape: 50 classes, 40 videos each; memory flat as the corpus grows 4x.
+
+    .venv/bin/python tests/benchmarks/bench_training_scale.py [--workers 2] [--root DIR]
+
+Writes a 50-class corpus in the UCF50 layout (made once under --root): 360 distinct synthetic
+videos (9 motions x 40) hard-linked into 50 class folders of 40, so every class has 40 videos
+of its own URI (decoding and training cost per URI as usual; the bytes repeat across classes,
+which neither throughput nor memory depends on). Then, for a quarter of it (10 per class, 500
+videos) and for all of it (2,000 videos): decode the clips once with Ray Data, and train ONE
+epoch of the default model with Ray Train on `--workers` workers, sampling the resident memory
+(RSS) of the driver and of each Ray Train worker every 0.2 s. Prints training clips/s per worker
+and the peak memory at 1x and 4x, and records the ratios (bench-results.json).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from pipeline.clips import decode_labelled  # noqa: E402
+from pipeline.corpus import read_corpus  # noqa: E402
+from pipeline.models import DEFAULT_ARCH  # noqa: E402
+from pipeline.models.checkpoint import ModelConfig  # noqa: E402
+from pipeline.ray_runtime import ensure_ray, set_verbose  # noqa: E402
+from pipeline.synthetic import MOTIONS, make_corpus  # noqa: E402
+from pipeline.training import RunSpec, TrainSettings, pool_frames, train_distributed  # noqa: E402
+from results import record  # noqa: E402
+
+CLASSES, PER_CLASS = 50, 40
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--root", default=os.path.join(tempfile.gettempdir(), "vidpipe-ucf50-shape"))
+    args = parser.parse_args()
+    root = Path(args.root)
+    corpus = _corpus(root)
+    set_verbose(False)
+    ensure_ray()
+    work = Path(tempfile.mkdtemp(prefix="vidpipe-scale-"))
+    results = {}
+    for share, per_class in (("1x", PER_CLASS // 4), ("4x", PER_CLASS)):
+        videos = [v for v in corpus.videos if int(v.uri.rsplit("_c", 1)[1][:2]) <= per_class]
+        clips = decode_labelled(videos, pool_frames(20, TrainSettings()), 64)
+        with _PeakMemory() as memory:
+            result = train_distributed(
+                ModelConfig(DEFAULT_ARCH, corpus.class_names), clips.dataset, None,
+                TrainSettings(epochs=1, min_steps=0), RunSpec(str(work), f"scale-{share}",
+                                                              workers=args.workers))
+        stats = result.history[0]
+        results[share] = {"videos": len(videos), "clips": clips.count,
+                          "clips_per_s_per_worker": stats.clips_per_s / args.workers,
+                          "epoch_s": stats.seconds, "driver_mb": memory.driver_mb,
+                          "worker_mb": memory.worker_mb}
+        print(f"{share}: {len(videos)} videos, {clips.count} clips, one epoch in "
+              f"{stats.seconds:.1f} s, {stats.clips_per_s / args.workers:.1f} clips/s per worker; "
+              f"peak RSS driver {memory.driver_mb:.0f} MB, workers "
+              f"{', '.join(f'{mb:.0f}' for mb in memory.worker_mb)} MB", flush=True)
+    driver_ratio = results["4x"]["driver_mb"] / results["1x"]["driver_mb"]
+    worker_ratio = max(results["4x"]["worker_mb"]) / max(results["1x"]["worker_mb"])
+    print(f"peak memory 4x / 1x corpus: driver {driver_ratio:.2f}, worker {worker_ratio:.2f}")
+    note = (f"50 classes, {args.workers} Ray Train workers, one epoch; peak RSS at 2,000 vs 500 "
+            f"videos")
+    record("training clips/s per worker (50 classes, 2,000 videos)",
+           results["4x"]["clips_per_s_per_worker"], note=note)
+    record("training driver memory, 4x corpus vs 1x", driver_ratio, 1.25, False, note)
+    record("training worker memory, 4x corpus vs 1x", worker_ratio, 1.25, False, note)
+
+def _corpus(root: Path):
+    """50 class folders of 40 videos, hard links to 360 distinct ones (see the module doc)."""
+    if not (root / "C49").exists():
+        distinct = root.with_name(root.name + "-distinct")
+        make_corpus(str(distinct), tuple(MOTIONS), per_class=PER_CLASS, groups=4, seed=50)
+        sources = sorted(distinct.glob("*/*.mp4"))
+        for number in range(CLASSES):
+            folder = root / f"C{number:02d}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for clip in range(PER_CLASS):
+                source = sources[(number * PER_CLASS + clip) % len(sources)]
+                group = clip % 4 + 1
+                os.link(source, folder / f"v_C{number:02d}_g{group:02d}_c{clip + 1:02d}.mp4")
+    return read_corpus(str(root))
+
+
+class _PeakMemory:
+    """Peak RSS of this process and of each Ray Train worker process, sampled in a thread."""
+
+    def __enter__(self):
+        self._stop = threading.Event()
+        self.driver_mb, self._workers = 0.0, {}
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def worker_mb(self) -> list[float]:
+        return sorted(self._workers.values(), reverse=True)
+
+    def _sample(self) -> None:
+        me = psutil.Process()
+        while not self._stop.wait(0.2):
+            self.driver_mb = max(self.driver_mb, me.memory_info().rss / 2**20)
+            for process in psutil.process_iter(["pid", "cmdline", "memory_info"]):
+                title = " ".join(process.info["cmdline"] or [])
+                if title.startswith("ray::RayTrainWorker") and process.info["memory_info"]:
+                    rss = process.info["memory_info"].rss / 2**20
+                    self._workers[process.pid] = max(self._workers.get(process.pid, 0.0), rss)
+
+
+if __name__ == "__main__":
+    main()
