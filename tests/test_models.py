@@ -108,7 +108,8 @@ def test_the_fast_pool_equals_max_pool_and_keeps_its_gradients_in_training():
     assert x.grad.sum().item() == 2 * 3 * 2 * 3 * 3
 
 
-@pytest.mark.parametrize("arch", ["cnn3d_gru", "cnn3dbnmix_gru", "cnn3dgn_gru", "cnn2d_gru32"])
+@pytest.mark.parametrize("arch", ["motion3d_gru", "cnn3d_gru", "cnn3dbnmix_gru", "cnn3dgn_gru",
+                                  "cnn2d_gru32"])
 def test_the_inference_copy_predicts_what_the_model_does(arch):
     import numpy as np
 
@@ -124,6 +125,40 @@ def test_the_inference_copy_predicts_what_the_model_does(arch):
     fast = for_inference(model)
     np.testing.assert_allclose(predict_probs(fast, clips), expected, atol=1e-5)
     np.testing.assert_allclose(predict_probs(fast, clips[:1]), expected[:1], atol=1e-5)  # a lone clip
-    if "bn" in arch:
+    has_batch_norm = any(isinstance(m, torch.nn.BatchNorm3d) for m in model.modules())
+    assert has_batch_norm == ("bn" in arch or arch.startswith("motion3d"))
+    if has_batch_norm:
         assert not any(isinstance(m, torch.nn.BatchNorm3d) for m in fast.modules())  # folded
-    assert any(isinstance(m, torch.nn.BatchNorm3d) for m in model.modules()) == ("bn" in arch)
+
+
+def test_the_motion_backbone_sees_luma_and_its_change_whatever_the_colour_and_exposure():
+    import numpy as np
+
+    from pipeline.models import clips_to_tensor
+    from pipeline.models.backbones import Motion3d
+
+    torch.manual_seed(0)
+    model = build_model("motion3d_gru", 7).eval()
+    assert count_parameters(model.backbone) == 182_464 and count_parameters(model) == 331_591
+    clip = torch.rand(2, 3, 20, 64, 64)
+    assert model.backbone(clip).shape == (2, 5, 256)  # 5 time steps of a 2x2 grid of 64 channels
+    assert Motion3d.output_shape(20, 64) == (5, 256)
+    stem = model.backbone.stem(clip)
+    assert stem.shape == (2, 2, 20, 64, 64)
+    assert torch.all(stem[:, 1, 0] == 0)  # the first frame has no previous one
+    # The luma channel is standardised over the clip, and the difference follows it frame to frame.
+    assert torch.allclose(stem[:, 0].mean(dim=(1, 2, 3)), torch.zeros(2), atol=1e-5)
+    assert torch.allclose(stem[:, 1, 1:], 4.0 * (stem[:, 0, 1:] - stem[:, 0, :-1]), atol=1e-5)
+    rng = np.random.default_rng(0)
+    colour = rng.integers(0, 200, (1, 20, 64, 64, 3), dtype=np.uint8)
+    luma = (colour.astype(np.float32) @ np.float32([0.299, 0.587, 0.114]))[..., None]
+    gray = np.repeat(np.rint(luma), 3, axis=-1).astype(np.uint8)
+    darker = np.rint(gray * 0.6 + 20).astype(np.uint8)  # another exposure of the same scene
+    inputs = [model.backbone.stem(clips_to_tensor(clips))
+              for clips in (colour, gray, darker, colour[:, ::-1])]
+    # Equal up to the rounding of luma to 8 bits (a standardised step of ~0.02); time reversed
+    # is another input altogether.
+    assert (inputs[1] - inputs[0]).abs().max() < 0.1 and (inputs[2] - inputs[1]).abs().max() < 0.1
+    assert (inputs[3] - inputs[0]).abs().max() > 1.0
+    features = [model.backbone(clips_to_tensor(clips)) for clips in (colour, darker)]
+    assert torch.allclose(features[0], features[1], atol=0.05)
