@@ -157,9 +157,11 @@ def test_the_motion_backbone_sees_luma_and_its_change_whatever_the_colour_and_ex
     inputs = [model.backbone.stem(clips_to_tensor(clips))
               for clips in (colour, gray, darker, colour[:, ::-1])]
     # Equal up to the rounding of luma to 8 bits (a standardised step of ~0.02, x4 on the
-    # difference channel); time reversed
-    # is another input altogether.
-    assert (inputs[1] - inputs[0]).abs().max() < 0.2 and (inputs[2] - inputs[1]).abs().max() < 0.2
-    assert (inputs[3] - inputs[0]).abs().max() > 1.0
+    # difference channel, 1 / 0.6 of that for the darker exposure); time reversed is another
+    # input altogether.
+    def mean_gap(a, b):
+        return (a - b).abs().mean().item()
+    assert mean_gap(inputs[1], inputs[0]) < 0.05 and mean_gap(inputs[2], inputs[1]) < 0.05
+    assert mean_gap(inputs[3], inputs[0]) > 1.0
     features = [model.backbone(clips_to_tensor(clips)) for clips in (colour, darker)]
-    assert torch.allclose(features[0], features[1], atol=0.05)
+    assert mean_gap(features[0], features[1]) < 0.02 * features[0].abs().mean().item()
