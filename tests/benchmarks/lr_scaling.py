@@ -51,6 +51,8 @@ def main() -> None:
     parser.add_argument("--batches", type=int, nargs="+", default=[4, 8, 16, 32, 64])
     parser.add_argument("--rules", nargs="+", default=list(RULES), choices=list(RULES))
     parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--min-steps", type=int, default=TrainSettings().min_steps,
+                        help="optimizer steps at least (default: the training default)")
     parser.add_argument("--root", default=os.path.join(tempfile.gettempdir(), "vidpipe-families"))
     args = parser.parse_args()
     root = Path(args.root) / args.family
@@ -71,13 +73,14 @@ def main() -> None:
                 # Schedule scales `lr` linearly with the batch; this `lr` makes its peak the rule's.
                 peak = TrainSettings().lr * RULES[rule](batch)
                 settings = TrainSettings(batch_size=batch, lr=peak * REFERENCE_BATCH / batch,
-                                         seed=seed)
+                                         seed=seed, min_steps=args.min_steps)
                 started = time.perf_counter()
                 model, history = fit(ModelConfig(DEFAULT_ARCH, classes, FRAMES, SIZE), train, val,
                                      settings)
                 scored = evaluate(model, classes, FRAMES, held_out.clips, held_out.labels)
                 kept = max(history, key=lambda e: (e.val_accuracy, -e.val_loss, e.epoch))
                 rows.append({"family": args.family, "global_batch": batch, "rule": rule,
+                             "min_steps": args.min_steps,
                              "peak_lr": peak, "seed": seed, "epochs": len(history),
                              "kept_epoch": kept.epoch, "own_val_accuracy": kept.val_accuracy,
                              "heldout_video_accuracy": round(scored.video_accuracy, 4),
