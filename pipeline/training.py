@@ -325,7 +325,7 @@ def train_distributed(config: ModelConfig, train_clips, val_clips, settings: Tra
     if mlflow:
         mlflow = {**mlflow, "tracking_uri": redact_uri(mlflow["tracking_uri"]),
                   "credentials": for_workers()}
-    datasets = {"train": train_clips}
+    datasets = {"train": shuffled_every_epoch(train_clips)}
     if val_clips is not None:
         datasets["val"] = val_clips
     trainer = TorchTrainer(
@@ -405,9 +405,7 @@ def _train_worker(loop_config: dict) -> None:
         loss_sum, correct, clips_seen = 0.0, 0, 0
         started = time.perf_counter()
         step = (epoch - 1) * schedule.steps_per_epoch
-        for batch in train_shard.iter_batches(batch_size=settings.batch_size, batch_format="numpy",
-                                              local_shuffle_buffer_size=256,
-                                              local_shuffle_seed=settings.seed + epoch):
+        for batch in training_batches(train_shard, settings.batch_size):
             # Pools of pool_frames() with temporal jitter, or clips decoded at the model's frames.
             clips, labels = unpack_batch(batch, config.class_names, None, config.size)
             schedule.apply(optimizer, step)
@@ -445,6 +443,31 @@ def _train_worker(loop_config: dict) -> None:
         with tempfile.TemporaryDirectory() as directory:
             torch.save(state, os.path.join(directory, STATE_FILE))
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+
+
+def shuffled_every_epoch(clips):
+    """The training clip dataset in a new random order at every execution; Ray Train executes
+    its datasets' plans anew each epoch (each worker's `get_dataset_shard` is a streaming split
+    of this plan), so every epoch mixes classes in a new order, on 1 worker or N.
+
+    A global shuffle, because the listing is sorted by URI, i.e. by class: a local shuffle buffer
+    over a worker's shard sees one to three classes at a time on a corpus of thousands of clips.
+    `random_shuffle` runs as map and reduce *tasks* (Ray 2.60's pull- or push-based exchange;
+    DataContext.shuffle_strategy's default, hash-shuffle aggregator actors, applies to keyed
+    repartitions, aggregations and sorts, not to random_shuffle), so a lost node costs retried
+    tasks, not the job. Its memory is Ray's object store
+    (spilled to disk when full), never a worker's or the driver's heap; the clips are already a
+    materialized dataset there, so the shuffle adds at most one transient copy per epoch.
+    Seeded by Ray with a fresh timestamp each time the plan is executed: with a fixed seed the
+    first epoch after a resume would repeat the first epoch's order, and Ray does not make the
+    rows' order or their assignment to workers reproducible anyway."""
+    return clips.random_shuffle()
+
+
+def training_batches(shard, batch_size: int):
+    """One epoch of numpy batches from a worker's shard of `shuffled_every_epoch` (no local
+    shuffle buffer: the rows arrive shuffled, and a buffer would hold hundreds of clips)."""
+    return shard.iter_batches(batch_size=batch_size, batch_format="numpy")
 
 
 def training_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
