@@ -263,6 +263,7 @@ def _train(args) -> dict:
     from .train_job import TrainRequest, run_training
 
     say = _reporter(args)
+    settings = _settings(args)
     preflight.check_output_file(args.out)
     try:
         preflight.check_mlflow(tracking_uri(args.mlflow_uri), must_exist=False, say=say)
@@ -272,7 +273,7 @@ def _train(args) -> dict:
         say(f"warning: {exc}; training without tracking")
 
     request = TrainRequest(
-        data=args.data, val=args.val, out=args.out, arch=args.arch, settings=_settings(args),
+        data=args.data, val=args.val, out=args.out, arch=args.arch, settings=settings,
         frames=args.frames, size=args.size,
         val_fraction=args.val_fraction, workers=args.workers, use_gpu=args.gpus,
         max_failures=args.max_failures, storage_path=args.storage_path, name=args.name,
@@ -433,12 +434,18 @@ def _add_training_settings(parser: argparse.ArgumentParser) -> None:
                         help="seed of the split, initial weights and augmentation (default: 0)")
     parser.add_argument("--workers", type=_positive_int, default=1, help="Ray Train workers (DDP)")
     parser.add_argument("--gpus", action="store_true", help="one GPU per worker (the cluster must have them)")
+    parser.add_argument("--amp", action="store_true",
+                        help="mixed precision on the GPU workers (float16 autocast with loss "
+                             "scaling); CUDA only: needs --gpus, and without it is a usage error "
+                             "(default: float32)")
 
 
 def _settings(args) -> TrainSettings:
+    if args.amp and not args.gpus:  # before Ray starts: the workers would train in float32
+        raise UsageError("--amp (mixed precision) is CUDA only and needs --gpus")
     return TrainSettings(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                          weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
-                         temporal_jitter=args.temporal_jitter, seed=args.seed)
+                         temporal_jitter=args.temporal_jitter, seed=args.seed, amp=args.amp)
 
 
 def _version() -> str:

@@ -54,6 +54,9 @@ class TrainSettings:
     # each step keeps `frames` of them, evenly spaced over a random stretch of between (1 - this)
     # and all of it (start and speed jitter). 0: the frames inference sees, as they are.
     temporal_jitter: float = 0.3
+    # Mixed precision on CUDA workers: float16 autocast with a loss scaler (devices.grad_scaler).
+    # CUDA only: the CLI refuses --amp without --gpus, and a CPU worker trains in float32.
+    amp: bool = False
 
 
 @dataclass
@@ -179,18 +182,27 @@ def steps_per_epoch(clips: int, batch_size: int, world_size: int = 1) -> int:
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, clips: np.ndarray,
                labels: np.ndarray, settings: TrainSettings, rng: np.random.Generator,
-               device: torch.device | str = "cpu", frames: int | None = None) -> tuple[float, int]:
+               device: torch.device | str = "cpu", frames: int | None = None,
+               scaler: torch.amp.GradScaler | None = None) -> tuple[float, int]:
     """One optimisation step on an augmented batch; returns (summed loss, correct predictions).
-    `frames`: the model's clip length where `clips` are longer pools (see jitter_time)."""
+    `frames`: the model's clip length where `clips` are longer pools (see jitter_time).
+    `scaler` (devices.grad_scaler): mixed precision, the forward pass in float16 under autocast
+    and the loss scaled so that small float16 gradients do not underflow to zero."""
     if frames is not None:
         clips = jitter_time(clips, frames, rng, settings)
     inputs = augment(clips, rng, settings).to(device)
     targets = torch.from_numpy(labels).to(device)
     optimizer.zero_grad()
-    logits = model(inputs)
-    loss = nn.functional.cross_entropy(logits, targets)
-    loss.backward()
-    optimizer.step()
+    with devices.autocast(torch.device(device), enabled=scaler is not None):
+        logits = model(inputs)
+        loss = nn.functional.cross_entropy(logits, targets)  # autocast computes it in float32
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)  # skipped, and the scale lowered, when a gradient overflowed
+        scaler.update()
     return loss.item() * len(labels), int((logits.argmax(1) == targets).sum())
 
 
@@ -376,6 +388,7 @@ def _train_worker(loop_config: dict) -> None:
     device = ray.train.torch.get_device()
     model = config.build().to(device)
     optimizer = build_optimizer(model, settings)
+    scaler = devices.grad_scaler(device, settings.amp)  # None on a CPU worker: float32
     schedule = Schedule(settings, world, loop_config["steps_per_epoch"])
     start_epoch, history, resumed_from, best = 1, [], 0, BestEpoch()
     if checkpoint := ray.train.get_checkpoint():
@@ -411,7 +424,7 @@ def _train_worker(loop_config: dict) -> None:
             schedule.apply(optimizer, step)
             step += 1
             batch_loss, batch_correct = train_step(model, optimizer, clips, labels, settings, rng,
-                                                   device, config.frames)
+                                                   device, config.frames, scaler)
             loss_sum, correct, clips_seen = (loss_sum + batch_loss, correct + batch_correct,
                                              clips_seen + len(labels))
         # Reduced on the process group's device (NCCL only reduces CUDA tensors).
