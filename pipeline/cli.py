@@ -106,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--name", default=None,
                        help="Ray Train run name (default: derived from the command, so a rerun resumes)")
     train.add_argument("--register", metavar="NAME", default=None,
-                       help="register the model under NAME; it becomes `champion` only if it beats the current one "
+                       help="register the model under NAME; it becomes `champion` only if, on held-out gate "
+                            "clips neither model trained on, it beats chance, the most frequent "
+                            "class and the current champion, else `challenger` "
                             "(default: not registered)")
     train.add_argument("--experiment", default="vidpipe-train", help="MLflow experiment")
     _add_common(train)
