@@ -468,12 +468,15 @@ def shuffled_every_epoch(clips):
     `random_shuffle` runs as map and reduce *tasks* (Ray 2.60's pull- or push-based exchange;
     DataContext.shuffle_strategy's default, hash-shuffle aggregator actors, applies to keyed
     repartitions, aggregations and sorts, not to random_shuffle), so a lost node costs retried
-    tasks, not the job. Its memory is Ray's object store
-    (spilled to disk when full), never a worker's or the driver's heap; the clips are already a
-    materialized dataset there, so the shuffle adds at most one transient copy per epoch.
-    Seeded by Ray with a fresh timestamp each time the plan is executed: with a fixed seed the
-    first epoch after a resume would repeat the first epoch's order, and Ray does not make the
-    rows' order or their assignment to workers reproducible anyway."""
+    tasks, not the job. Its memory is Ray's object store (spilled to disk when full), never a
+    worker's or the driver's heap; the clips are already a materialized dataset there, so the
+    shuffle adds at most one transient copy per epoch.
+
+    Unseeded: Ray pins a fresh timestamp seed each time it plans the execution, i.e. each epoch
+    (its retried tasks reuse it). A seeded RandomSeedConfig would reseed by execution count, which
+    starts from 0 in each streaming split, and Ray Train makes a new split when a run resumes: the
+    first epoch after a resume would repeat epoch 1's order. Ray does not make the order of rows,
+    or which worker gets which, reproducible anyway."""
     return clips.random_shuffle()
 
 
