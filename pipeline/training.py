@@ -470,14 +470,17 @@ def shuffled_every_epoch(clips):
     repartitions, aggregations and sorts, not to random_shuffle), so a lost node costs retried
     tasks, not the job. Its memory is Ray's object store (spilled to disk when full), never a
     worker's or the driver's heap; the clips are already a materialized dataset there, so the
-    shuffle adds at most one transient copy per epoch.
+    shuffle adds at most one transient copy per epoch. Its tasks ask for no CPU: Ray Train has
+    reserved the workers' CPUs and excludes them from Ray Data's budget, so on a cluster that the
+    workers fill (2 workers on 2 CPUs) tasks asking for a CPU would wait forever, and the first
+    epoch with them. Moving decoded clips is light beside a training step.
 
     Unseeded: Ray pins a fresh timestamp seed each time it plans the execution, i.e. each epoch
     (its retried tasks reuse it). A seeded RandomSeedConfig would reseed by execution count, which
     starts from 0 in each streaming split, and Ray Train makes a new split when a run resumes: the
     first epoch after a resume would repeat epoch 1's order. Ray does not make the order of rows,
     or which worker gets which, reproducible anyway."""
-    return clips.random_shuffle()
+    return clips.random_shuffle(num_cpus=0)
 
 
 def training_batches(shard, batch_size: int):

@@ -47,15 +47,33 @@ def _epochs(shards, epochs: int) -> list[list[list[list[str]]]]:
     return seen
 
 
+@pytest.fixture
+def cpus_held_by_workers(ray_local):
+    """Every CPU of the local Ray taken, as Ray Train's workers take theirs (2 workers, 2 CPUs)."""
+    @ray_local.remote(num_cpus=1)
+    class Worker:
+        def ready(self) -> bool:
+            return True
+
+    workers = [Worker.remote() for _ in range(int(ray_local.cluster_resources()["CPU"]))]
+    ray_local.get([worker.ready.remote() for worker in workers])
+    yield
+    for worker in workers:
+        ray_local.kill(worker)
+
+
 @pytest.mark.parametrize("workers", [1, 2])
-def test_batches_mix_classes_as_a_random_order_would_and_every_epoch_is_new(ray_local, workers):
+def test_batches_mix_classes_as_a_random_order_would_and_every_epoch_is_new(ray_local, workers,
+                                                                            request):
     dataset = _sorted_by_class(ray_local)
     as_listed = [len(set(batch["label"])) for batch in
                  dataset.iter_batches(batch_size=BATCH, batch_format="numpy")]
     assert np.mean(as_listed) < 1.1  # the listing's order: one class per batch, bar a few
 
-    # Ray Train gives each worker a streaming split of the training dataset (DataConfig).
+    # Ray Train gives each worker a streaming split of the training dataset (DataConfig), and
+    # its workers hold their CPUs meanwhile: the shuffle must run without one.
     shards = shuffled_every_epoch(dataset).streaming_split(workers, equal=True)
+    request.getfixturevalue("cpus_held_by_workers")
     seen = _epochs(shards, epochs=2)
     expected = _expected_distinct_classes()  # 5.70 for 10 classes of 200 and batches of 8
     for shard in seen:
