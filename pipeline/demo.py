@@ -1,9 +1,9 @@
 """`make demo`: the main job end to end on embedded defaults, one `vidpipe` command per step.
 
 Makes a small synthetic motion corpus, trains the default model with the default settings on two
-Ray Train workers (tracked and registered in a local MLflow store), classifies the corpus with the model
-it registered (version 1 of a fresh store, whichever alias the gate gave it) through Ray Data into Parquet, and prints where everything went. A second `make demo`
-starts clean: it says so and removes what the previous one wrote (only the demo's own names under
+Ray Train workers (tracked and registered in a local MLflow store), classifies the corpus with the
+model it registered (version 1 of a fresh store, whichever alias the gate gave it) through Ray
+Data into Parquet, and prints where everything went. A second `make demo` starts clean: it says so and removes what the previous one wrote (only the demo's own names under
 --out), so that its results never mix with an earlier run's.
 """
 
