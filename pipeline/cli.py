@@ -106,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--name", default=None,
                        help="Ray Train run name (default: derived from the command, so a rerun resumes)")
     train.add_argument("--register", metavar="NAME", default=None,
-                       help="register the model under NAME; it becomes `champion` only if it beats the current one "
+                       help="register the model under NAME; it becomes `champion` only if, on held-out gate "
+                            "clips neither model trained on, it beats chance, the most frequent "
+                            "class and the current champion, else `challenger` "
                             "(default: not registered)")
     train.add_argument("--experiment", default="vidpipe-train", help="MLflow experiment")
     _add_common(train)
@@ -263,6 +265,7 @@ def _train(args) -> dict:
     from .train_job import TrainRequest, run_training
 
     say = _reporter(args)
+    settings = _settings(args)
     preflight.check_output_file(args.out)
     try:
         preflight.check_mlflow(tracking_uri(args.mlflow_uri), must_exist=False, say=say)
@@ -272,7 +275,7 @@ def _train(args) -> dict:
         say(f"warning: {exc}; training without tracking")
 
     request = TrainRequest(
-        data=args.data, val=args.val, out=args.out, arch=args.arch, settings=_settings(args),
+        data=args.data, val=args.val, out=args.out, arch=args.arch, settings=settings,
         frames=args.frames, size=args.size,
         val_fraction=args.val_fraction, workers=args.workers, use_gpu=args.gpus,
         max_failures=args.max_failures, storage_path=args.storage_path, name=args.name,
@@ -434,13 +437,19 @@ def _add_training_settings(parser: argparse.ArgumentParser) -> None:
                         help="seed of the split, initial weights and augmentation (default: 0)")
     parser.add_argument("--workers", type=_positive_int, default=1, help="Ray Train workers (DDP)")
     parser.add_argument("--gpus", action="store_true", help="one GPU per worker (the cluster must have them)")
+    parser.add_argument("--amp", action="store_true",
+                        help="mixed precision on the GPU workers (float16 autocast with loss "
+                             "scaling); CUDA only: needs --gpus, and without it is a usage error "
+                             "(default: float32)")
 
 
 def _settings(args) -> TrainSettings:
+    if args.amp and not args.gpus:  # before Ray starts: the workers would train in float32
+        raise UsageError("--amp (mixed precision) is CUDA only and needs --gpus")
     epochs = {"epochs": args.epochs, "min_steps": 0} if args.epochs else {}  # exactly N when asked
     return TrainSettings(**epochs, batch_size=args.batch_size, lr=args.lr,
                          weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs,
-                         temporal_jitter=args.temporal_jitter, seed=args.seed)
+                         temporal_jitter=args.temporal_jitter, seed=args.seed, amp=args.amp)
 
 
 def _version() -> str:

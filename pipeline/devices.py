@@ -56,3 +56,13 @@ def autocast(device: torch.device, enabled: bool):
     dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
     return torch.autocast(device_type=device.type, dtype=dtype)
 
+
+
+def grad_scaler(device: torch.device, enabled: bool) -> torch.amp.GradScaler | None:
+    """The loss scaler of mixed-precision training on CUDA, or None (train in float32).
+
+    Training's mixed precision is CUDA-only (float16 autocast, which needs the scaler); a CPU
+    worker trains in float32, and the CLI refuses --amp without --gpus."""
+    if not enabled or device.type != "cuda":
+        return None
+    return torch.amp.GradScaler("cuda")

@@ -191,10 +191,62 @@ def describe_failure(exc: BaseException) -> str:
 @dataclass
 class GateDecision:
     alias: str  # the alias the new version received: champion or challenger
-    new_accuracy: float
-    champion_accuracy: float | None  # None: there was no comparable champion
+    new_accuracy: float | None  # on the gate clips; None: there were none
+    champion_accuracy: float | None  # on the same clips; None: no comparable champion
     champion_version: str | None
     reason: str
+    gate_clips: int = 0  # validation clips that neither epoch selection nor either model trained on
+    baseline_accuracy: float | None = None  # the better of chance and the most frequent class
+
+
+def baseline_accuracy(labels: np.ndarray, num_classes: int) -> float:
+    """What a model that learned nothing scores on clips with true `labels`: the better of
+    guessing (1 / classes) and always answering their most frequent class."""
+    majority = np.bincount(labels, minlength=num_classes).max() / max(1, len(labels))
+    return float(max(1.0 / num_classes, majority))
+
+
+def baseline_margin(baseline: float, clips: int) -> float:
+    """How far above `baseline` a model must score on `clips` clips to count as better: one
+    binomial standard error of a baseline-level model's accuracy there. A model that knows
+    nothing beats the baseline by this much about one time in six by luck (one-sided normal),
+    not one time in two as a bare `>` would let it; 0.125 on 12 clips of 4 balanced classes."""
+    return float(np.sqrt(baseline * (1.0 - baseline) / max(1, clips)))
+
+
+def decide_gate(gate_clips: int, new_accuracy: float | None, baseline: float | None,
+                champion: str | None, champion_accuracy: float | None,
+                why: str = "") -> GateDecision:
+    """The alias a new version earns (pure; apply_gate sets it). The gate compares only on
+    `gate_clips`: validation clips that neither epoch selection nor the new model's nor the
+    champion's training used; `why` says why there are none, or why the champion could not be
+    compared. `champion`: the incumbent's version, None when the model has none.
+
+    `champion` only for a model strictly better than knowing nothing (see baseline_margin) and,
+    where there is a champion, strictly better than it on the same clips (a tie keeps the
+    incumbent); a champion that cannot be compared is never replaced blindly."""
+    def decided(alias: str, reason: str) -> GateDecision:
+        return GateDecision(alias, new_accuracy, champion_accuracy, champion, reason, gate_clips,
+                            baseline)
+
+    if gate_clips == 0 or new_accuracy is None or baseline is None:
+        return decided(CHALLENGER, f"not promoted: no gate clips to compare on ({why})")
+    bar = baseline + baseline_margin(baseline, gate_clips)
+    on = f"on {gate_clips} gate clips"
+    if new_accuracy <= bar:
+        return decided(CHALLENGER, f"no better than chance or the most frequent class {on} "
+                                   f"({new_accuracy:.4f} <= {baseline:.4f} + one standard error "
+                                   f"= {bar:.4f})")
+    if champion is None:
+        return decided(CHAMPION, f"no champion yet; beats chance and the most frequent class {on} "
+                                 f"({new_accuracy:.4f} > {bar:.4f})")
+    if champion_accuracy is None:
+        return decided(CHALLENGER, f"not promoted: champion v{champion} not comparable ({why})")
+    if new_accuracy > champion_accuracy:
+        return decided(CHAMPION, f"beats champion v{champion} {on} "
+                                 f"({new_accuracy:.4f} > {champion_accuracy:.4f})")
+    return decided(CHALLENGER, f"does not beat champion v{champion} {on} "
+                               f"({new_accuracy:.4f} <= {champion_accuracy:.4f})")
 
 
 def champion_version(uri: str, name: str) -> str | None:
@@ -214,21 +266,9 @@ def champion_version(uri: str, name: str) -> str | None:
     return str(version) if version is not None else None
 
 
-def apply_gate(uri: str, name: str, version: str, new_accuracy: float,
-               champion_accuracy: float | None, champion: str | None, reason: str = "") -> GateDecision:
-    """Move `champion` to `version` only if it beats the current champion on the same validation
-    data (strictly: a tie keeps the incumbent); otherwise mark it `challenger`."""
+def apply_gate(uri: str, name: str, version: str, decision: GateDecision) -> None:
+    """Give `version` of `name` the alias `decision` chose (champion or challenger)."""
     from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    if champion is None:
-        alias, reason = CHAMPION, reason or "no champion yet"
-    elif champion_accuracy is None:
-        alias = CHALLENGER  # not comparable (e.g. other classes): never replace blindly
-    elif new_accuracy > champion_accuracy:
-        alias, reason = CHAMPION, f"beats champion v{champion} ({new_accuracy:.4f} > {champion_accuracy:.4f})"
-    else:
-        alias, reason = CHALLENGER, f"does not beat champion v{champion} ({new_accuracy:.4f} <= {champion_accuracy:.4f})"
-    client.set_registered_model_alias(name, alias, version)
-    return GateDecision(alias, new_accuracy, champion_accuracy, champion, reason)
-
+    MlflowClient(tracking_uri=uri, registry_uri=uri).set_registered_model_alias(
+        name, decision.alias, version)

@@ -1,6 +1,10 @@
 """`vidpipe train` end to end: corpus -> clips (Ray Data) -> Ray Train -> checkpoint -> evaluation
 -> MLflow run, registry and the champion/challenger gate.
 
+The held-out validation groups are split in two: the selection part picks the kept epoch and is
+what the run reports as validation; the gate part is scored only by the champion gate, so the
+gate never compares on clips that chose the challenger's epoch (or that either model trained on).
+
 Order matters for safety: the checkpoint is written to --out before anything talks to the registry,
 so an MLflow outage can cost tracking but never the trained model. Rerunning the same command
 resumes the same Ray Train run (same storage path and name) and continues the same MLflow run.
@@ -14,7 +18,7 @@ import os
 import posixpath
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -26,8 +30,8 @@ from .evaluation import Evaluation, evaluate, plot_confusion, plot_learning_curv
 from .models import DEFAULT_ARCH, count_parameters
 from .models.checkpoint import ModelConfig, write_checkpoint_bytes
 from .storage import filesystem
-from .tracking import (TrackedRun, apply_gate, champion_version, describe_failure,
-                       tracking_uri)
+from .tracking import (GateDecision, TrackedRun, apply_gate, baseline_accuracy,
+                       champion_version, decide_gate, describe_failure, tracking_uri)
 from .training import RunSpec, TrainResult, TrainSettings, pool_frames, train_distributed
 
 RUN_MARKER = "vidpipe-run.json"  # in the Ray Train run folder: its MLflow run and what it trains
@@ -65,35 +69,60 @@ class RegistrationFailed(Exception):
 @dataclass
 class LabelledData:
     train: list[LabelledVideo]
-    val: list[LabelledVideo]
+    val: list[LabelledVideo]  # epoch selection and the reported validation
     class_names: tuple[str, ...]
+    gate: list[LabelledVideo] = field(default_factory=list)  # only the champion gate scores these
+    no_gate: str = ""  # why `gate` is empty
 
 
-def split_data(data: str, val: str | None, val_fraction: float, seed: int) -> LabelledData:
-    """Train/validation videos: --val as given, else a group-aware split of DATA."""
+GATE_SHARE = 0.5  # of the held-out recording groups: the gate's, the rest select the epoch
+
+
+def split_data(data: str, val: str | None, val_fraction: float, seed: int,
+               gate: bool = False) -> LabelledData:
+    """Train/validation videos: --val as given, else a group-aware split of DATA. `gate`: hold
+    part of the validation groups out for the champion gate (split_selection_and_gate)."""
     corpus = read_corpus(data)
     if val:
         val_corpus = read_corpus(val)
         names = tuple(sorted(set(corpus.class_names) | set(val_corpus.class_names)))
-        return LabelledData(list(corpus.videos), list(val_corpus.videos), names)
-    train, held_out = split_by_group(corpus.videos, val_fraction, seed)
-    return LabelledData(train, held_out, corpus.class_names)
+        data = LabelledData(list(corpus.videos), list(val_corpus.videos), names)
+    else:
+        train, held_out = split_by_group(corpus.videos, val_fraction, seed)
+        data = LabelledData(train, held_out, corpus.class_names)
+    if gate:
+        data.val, data.gate, data.no_gate = split_selection_and_gate(data.val, seed)
+    return data
+
+
+def split_selection_and_gate(val: list[LabelledVideo], seed: int
+                             ) -> tuple[list[LabelledVideo], list[LabelledVideo], str]:
+    """(selection, gate, why the gate is empty): validation videos split by recording group, no
+    group on both sides, GATE_SHARE of the groups to the gate. With fewer than two groups nothing
+    can be held out cleanly: all of them select the epoch and the gate has none."""
+    groups = {video.group for video in val}
+    if len(groups) < 2:
+        return list(val), [], (f"the validation data has {len(groups)} recording group(s); the "
+                               f"gate needs a group of its own besides the epoch selection's")
+    selection, gate = split_by_group(val, GATE_SHARE, seed)
+    return selection, gate, ""
 
 
 def run_training(request: TrainRequest, say: Callable[[str], None]) -> dict:
     from .ray_runtime import cluster_has_gpus, ensure_ray
 
     settings = request.settings
-    data = split_data(request.data, request.val, request.val_fraction, settings.seed)
+    data = split_data(request.data, request.val, request.val_fraction, settings.seed, gate=True)
     data.train = with_fingerprints(data.train)
     data.val = with_fingerprints(data.val)
+    data.gate = with_fingerprints(data.gate)
     ensure_ray(request.ray_address)
     if request.use_gpu and not cluster_has_gpus():
         raise InvalidInput("--gpus asked for GPU workers but the Ray cluster has no GPUs")
     train, val = decode_split(data, request.frames, request.size, request.cache,
                               request.window_seconds, say, pool_frames(request.frames, settings))
 
-    fingerprint = dataset_fingerprint(data.train + data.val)
+    fingerprint = dataset_fingerprint(data.train + data.val + data.gate)
     config = ModelConfig(arch=request.arch, class_names=data.class_names,
                          frames=request.frames, size=request.size,
                          clip_seconds=request.window_seconds or train.median_seconds,
@@ -114,6 +143,7 @@ def run_training(request: TrainRequest, say: Callable[[str], None]) -> dict:
             **settings.__dict__, "arch": config.arch, "frames": config.frames,
             "size": config.size, "workers": run.workers, "dataset_fingerprint": fingerprint,
             "train_clips": train.count, "val_clips": val.count if val else 0,
+            "gate_videos": len(data.gate),
             "classes": ",".join(config.class_names), "window_seconds": request.window_seconds,
             "parameters": count_parameters(config.build()), "ray_train_run": run.name,
             "clip_seconds": config.clip_seconds})
@@ -135,12 +165,13 @@ def run_training(request: TrainRequest, say: Callable[[str], None]) -> dict:
 
     summary = {"checkpoint": request.out, "arch": config.arch, "classes": list(config.class_names),
                "workers": run.workers, "nodes": result.nodes, "train_clips": train.count,
-               "val_clips": val.count if val else 0, "ray_train_run": result.run_path,
+               "val_clips": val.count if val else 0, "gate_videos": len(data.gate),
+               "ray_train_run": result.run_path,
                "resumed_from_epoch": result.resumed_from_epoch, "best_epoch": result.best_epoch,
                "clip_seconds": config.clip_seconds,
                "epochs": [stats.__dict__ for stats in result.history],
                "mlflow_run_id": tracking.run_id}
-    val_arrays, evaluation = None, None
+    evaluation = None
     if val and val.count:
         val_arrays = to_arrays(val.dataset, config.class_names, config.frames, config.size)
         evaluation = evaluate(result.model, config.class_names, config.frames, *val_arrays)
@@ -152,7 +183,7 @@ def run_training(request: TrainRequest, say: Callable[[str], None]) -> dict:
     if tracking.active:
         tracking.log_metrics(_final_metrics(evaluation))
         tracking.log_artifacts(summary["report"])
-        summary.update(_register(request, tracking, uri, val_arrays, evaluation, say))
+        summary.update(_register(request, tracking, uri, result, config, data, say))
     tracking.end(ok=True)
     if request.register and "model_version" not in summary:
         raise RegistrationFailed(f"trained, but not registered as {request.register} (MLflow "
@@ -197,60 +228,125 @@ def write_report(out: str, config: ModelConfig, result: TrainResult,
     return directory
 
 
-def _register(request: TrainRequest, tracking: TrackedRun, uri: str, val_arrays,
-              evaluation: Evaluation | None, say) -> dict:
+def _register(request: TrainRequest, tracking: TrackedRun, uri: str, result: TrainResult,
+              config: ModelConfig, data: LabelledData, say) -> dict:
     """Log the model; with --register, version it and run the champion/challenger gate. An MLflow
     failure here is a warning: the checkpoint is already on disk."""
     from mlflow.exceptions import MlflowException
 
     try:
-        return _register_and_gate(request, tracking, uri, val_arrays, evaluation, say)
+        return _register_and_gate(request, tracking, uri, result, config, data, say)
     except (MlflowException, OSError) as exc:  # OSError covers requests' connection errors
         say(f"warning: registration failed ({describe_failure(exc)})")
         return {}
 
 
-def _register_and_gate(request: TrainRequest, tracking: TrackedRun, uri: str, val_arrays,
-                       evaluation: Evaluation | None, say) -> dict:
+@dataclass
+class GateClips:
+    """Decoded gate clips: uint8 [N, T, H, W, 3], label indices in the new model's classes, and
+    per clip its video's URI and digest (clips.video_digests: what checkpoints list of their
+    training videos). `why_none`: why there are none, when there are none."""
+
+    clips: np.ndarray
+    labels: np.ndarray
+    uris: list[str]
+    digests: list[str]
+    why_none: str = ""
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def without(self, trained_on: set[str], whose: str) -> GateClips:
+        """The clips whose videos are not in `trained_on` (a model's training videos)."""
+        keep = [i for i, digest in enumerate(self.digests) if digest not in trained_on]
+        why = self.why_none
+        if len(self) and not keep:
+            why = f"all {len(self)} gate clips are in {whose}'s training videos"
+        return GateClips(self.clips[keep], self.labels[keep], [self.uris[i] for i in keep],
+                         [self.digests[i] for i in keep], why)
+
+
+def decode_gate(data: LabelledData, config: ModelConfig, request: TrainRequest) -> GateClips:
+    """The gate's clips, decoded as validation clips are (the model's frames, no pool)."""
+    empty = GateClips(np.zeros((0, config.frames, config.size, config.size, 3), np.uint8),
+                      np.zeros(0, np.int64), [], [], data.no_gate)
+    if not data.gate:
+        return empty
+    decoded = decode_labelled(data.gate, config.frames, config.size, request.cache,
+                              request.window_seconds)
+    if not decoded.count:
+        empty.why_none = f"none of the {len(data.gate)} gate videos could be decoded"
+        return empty
+    clips, labels, uris = to_arrays(decoded.dataset, config.class_names, config.frames,
+                                    config.size)
+    digest_of = {video.uri: video_digests([video])[0] for video in data.gate}
+    return GateClips(clips, labels, uris, [digest_of[uri] for uri in uris])
+
+
+def _register_and_gate(request: TrainRequest, tracking: TrackedRun, uri: str,
+                       result: TrainResult, config: ModelConfig, data: LabelledData,
+                       say) -> dict:
     incumbent = champion_version(uri, request.register) if request.register else None
     version = tracking.log_model(os.path.abspath(request.out), request.register)
     if not request.register or version is None:
         return {}
-    new_accuracy = evaluation.clip_accuracy if evaluation else 0.0
-    champion_accuracy, reason = None, ""
-    if incumbent is not None:
-        champion_accuracy, reason = _champion_accuracy(request, uri, incumbent, val_arrays,
-                                                       tuple(evaluation.class_names) if evaluation else ())
-    decision = apply_gate(uri, request.register, version, new_accuracy, champion_accuracy,
-                          incumbent, reason)
-    tracking.log_metrics({"gate_new_accuracy": new_accuracy}
-                         | ({"gate_champion_accuracy": champion_accuracy}
-                            if champion_accuracy is not None else {}))
+    gate = decode_gate(data, config, request).without(set(config.training_videos), "this model")
+    decision = _gate(request, uri, incumbent, result, config, gate)
+    apply_gate(uri, request.register, version, decision)
+    tracking.log_metrics({"gate_clips": decision.gate_clips}
+                         | {f"gate_{name}_accuracy": value for name, value in (
+                             ("new", decision.new_accuracy), ("baseline", decision.baseline_accuracy),
+                             ("champion", decision.champion_accuracy)) if value is not None})
     tracking.set_tags({"vidpipe.gate": decision.alias, "vidpipe.gate_reason": decision.reason,
+                       "vidpipe.gate_clips": decision.gate_clips,
                        "vidpipe.registered_version": version})
     say(f"registered {request.register} v{version} as {decision.alias}: {decision.reason}")
     return {"registered_model": request.register, "model_version": version,
             "alias": decision.alias, "gate": decision.__dict__}
 
 
-def _champion_accuracy(request: TrainRequest, uri: str, version: str, val_arrays,
-                       class_names: tuple[str, ...]) -> tuple[float | None, str]:
-    """The champion's clip accuracy on the same validation clips; None when not comparable."""
+def _gate(request: TrainRequest, uri: str, incumbent: str | None, result: TrainResult,
+          config: ModelConfig, gate: GateClips) -> GateDecision:
+    """Score the new model, the baselines and the champion on the gate clips that the champion
+    did not train on either, and decide."""
     from .model_store import load_model
 
-    if val_arrays is None:
-        return None, "no validation data to compare on"
-    champion = load_model(f"models:/{request.register}/{version}", uri)
-    if (champion.config.frames, champion.config.size) != (request.frames, request.size):
-        return None, (f"champion v{version} samples {champion.config.frames} frames at "
-                      f"{champion.config.size}px, not comparable on these clips")
-    if set(champion.config.class_names) != set(class_names):
-        return None, f"champion v{version} has other classes, not comparable"
-    clips, labels, uris = val_arrays
-    as_champion = [champion.config.class_names.index(class_names[i]) for i in labels]
-    score = evaluate(champion.model, champion.config.class_names, champion.config.frames, clips,
-                     np.asarray(as_champion, np.int64), uris)
-    return score.clip_accuracy, ""
+    champion, incomparable = None, ""
+    if incumbent is not None:
+        champion = load_model(f"models:/{request.register}/{incumbent}", uri)
+        incomparable = _incomparable(champion.config, config, incumbent)
+        if not incomparable:
+            gate = gate.without(set(champion.config.training_videos), f"champion v{incumbent}")
+    if not len(gate):
+        return decide_gate(0, None, None, incumbent, None, gate.why_none)
+    new_accuracy = _accuracy(result.model, config, gate)
+    baseline = baseline_accuracy(gate.labels, config.num_classes)
+    champion_accuracy = None
+    if champion is not None and not incomparable:
+        as_champion = GateClips(gate.clips, np.asarray(
+            [champion.config.class_names.index(config.class_names[i]) for i in gate.labels],
+            np.int64), gate.uris, gate.digests)
+        champion_accuracy = _accuracy(champion.model, champion.config, as_champion)
+    return decide_gate(len(gate), new_accuracy, baseline, incumbent, champion_accuracy,
+                       incomparable)
+
+
+def _incomparable(champion: ModelConfig, new: ModelConfig, version: str) -> str:
+    """Why champion `version` cannot be scored on the new model's gate clips ("" if it can)."""
+    if (champion.frames, champion.size) != (new.frames, new.size):
+        return (f"champion v{version} samples {champion.frames} frames at {champion.size}px, "
+                f"not comparable on these clips")
+    if set(champion.class_names) != set(new.class_names):
+        return f"champion v{version} has other classes, not comparable"
+    if not champion.training_videos:
+        return (f"champion v{version} does not record its training videos, so clean gate "
+                f"clips cannot be chosen")
+    return ""
+
+
+def _accuracy(model, config: ModelConfig, gate: GateClips) -> float:
+    return evaluate(model, config.class_names, config.frames, gate.clips, gate.labels,
+                    gate.uris).clip_accuracy
 
 
 def _final_metrics(evaluation: Evaluation | None) -> dict:

@@ -58,6 +58,9 @@ class TrainSettings:
     # each step keeps `frames` of them, evenly spaced over a random stretch of between (1 - this)
     # and all of it (start and speed jitter). 0: the frames inference sees, as they are.
     temporal_jitter: float = 0.3
+    # Mixed precision on CUDA workers: float16 autocast with a loss scaler (devices.grad_scaler).
+    # CUDA only: the CLI refuses --amp without --gpus, and a CPU worker trains in float32.
+    amp: bool = False
 
 
 @dataclass
@@ -188,18 +191,27 @@ def steps_per_epoch(clips: int, batch_size: int, world_size: int = 1) -> int:
 
 def train_step(model: nn.Module, optimizer: torch.optim.Optimizer, clips: np.ndarray,
                labels: np.ndarray, settings: TrainSettings, rng: np.random.Generator,
-               device: torch.device | str = "cpu", frames: int | None = None) -> tuple[float, int]:
+               device: torch.device | str = "cpu", frames: int | None = None,
+               scaler: torch.amp.GradScaler | None = None) -> tuple[float, int]:
     """One optimisation step on an augmented batch; returns (summed loss, correct predictions).
-    `frames`: the model's clip length where `clips` are longer pools (see jitter_time)."""
+    `frames`: the model's clip length where `clips` are longer pools (see jitter_time).
+    `scaler` (devices.grad_scaler): mixed precision, the forward pass in float16 under autocast
+    and the loss scaled so that small float16 gradients do not underflow to zero."""
     if frames is not None:
         clips = jitter_time(clips, frames, rng, settings)
     inputs = augment(clips, rng, settings).to(device)
     targets = torch.from_numpy(labels).to(device)
     optimizer.zero_grad()
-    logits = model(inputs)
-    loss = nn.functional.cross_entropy(logits, targets)
-    loss.backward()
-    optimizer.step()
+    with devices.autocast(torch.device(device), enabled=scaler is not None):
+        logits = model(inputs)
+        loss = nn.functional.cross_entropy(logits, targets)  # autocast computes it in float32
+    if scaler is None:
+        loss.backward()
+        optimizer.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(optimizer)  # skipped, and the scale lowered, when a gradient overflowed
+        scaler.update()
     return loss.item() * len(labels), int((logits.argmax(1) == targets).sum())
 
 
@@ -334,7 +346,7 @@ def train_distributed(config: ModelConfig, train_clips, val_clips, settings: Tra
     if mlflow:
         mlflow = {**mlflow, "tracking_uri": redact_uri(mlflow["tracking_uri"]),
                   "credentials": for_workers()}
-    datasets = {"train": train_clips}
+    datasets = {"train": shuffled_every_epoch(train_clips)}
     if val_clips is not None:
         datasets["val"] = val_clips
     trainer = TorchTrainer(
@@ -385,6 +397,7 @@ def _train_worker(loop_config: dict) -> None:
     device = ray.train.torch.get_device()
     model = config.build().to(device)
     optimizer = build_optimizer(model, settings)
+    scaler = devices.grad_scaler(device, settings.amp)  # None on a CPU worker: float32
     schedule = Schedule(settings, world, loop_config["steps_per_epoch"])
     start_epoch, history, resumed_from, best = 1, [], 0, BestEpoch()
     if checkpoint := ray.train.get_checkpoint():
@@ -414,15 +427,13 @@ def _train_worker(loop_config: dict) -> None:
         loss_sum, correct, clips_seen = 0.0, 0, 0
         started = time.perf_counter()
         step = (epoch - 1) * schedule.steps_per_epoch
-        for batch in train_shard.iter_batches(batch_size=settings.batch_size, batch_format="numpy",
-                                              local_shuffle_buffer_size=256,
-                                              local_shuffle_seed=settings.seed + epoch):
+        for batch in training_batches(train_shard, settings.batch_size):
             # Pools of pool_frames() with temporal jitter, or clips decoded at the model's frames.
             clips, labels = unpack_batch(batch, config.class_names, None, config.size)
             schedule.apply(optimizer, step)
             step += 1
             batch_loss, batch_correct = train_step(model, optimizer, clips, labels, settings, rng,
-                                                   device, config.frames)
+                                                   device, config.frames, scaler)
             loss_sum, correct, clips_seen = (loss_sum + batch_loss, correct + batch_correct,
                                              clips_seen + len(labels))
         # Reduced on the process group's device (NCCL only reduces CUDA tensors).
@@ -454,6 +465,37 @@ def _train_worker(loop_config: dict) -> None:
         with tempfile.TemporaryDirectory() as directory:
             torch.save(state, os.path.join(directory, STATE_FILE))
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
+
+
+def shuffled_every_epoch(clips):
+    """The training clip dataset in a new random order at every execution; Ray Train executes
+    its datasets' plans anew each epoch (each worker's `get_dataset_shard` is a streaming split
+    of this plan), so every epoch mixes classes in a new order, on 1 worker or N.
+
+    A global shuffle, because the listing is sorted by URI, i.e. by class: a local shuffle buffer
+    over a worker's shard sees one to three classes at a time on a corpus of thousands of clips.
+    `random_shuffle` runs as map and reduce *tasks* (Ray 2.60's pull- or push-based exchange;
+    DataContext.shuffle_strategy's default, hash-shuffle aggregator actors, applies to keyed
+    repartitions, aggregations and sorts, not to random_shuffle), so a lost node costs retried
+    tasks, not the job. Its memory is Ray's object store (spilled to disk when full), never a
+    worker's or the driver's heap; the clips are already a materialized dataset there, so the
+    shuffle adds at most one transient copy per epoch. Its tasks ask for no CPU: Ray Train has
+    reserved the workers' CPUs and excludes them from Ray Data's budget, so on a cluster that the
+    workers fill (2 workers on 2 CPUs) tasks asking for a CPU would wait forever, and the first
+    epoch with them. Moving decoded clips is light beside a training step.
+
+    Unseeded: Ray pins a fresh timestamp seed each time it plans the execution, i.e. each epoch
+    (its retried tasks reuse it). A seeded RandomSeedConfig would reseed by execution count, which
+    starts from 0 in each streaming split, and Ray Train makes a new split when a run resumes: the
+    first epoch after a resume would repeat epoch 1's order. Ray does not make the order of rows,
+    or which worker gets which, reproducible anyway."""
+    return clips.random_shuffle(num_cpus=0)
+
+
+def training_batches(shard, batch_size: int):
+    """One epoch of numpy batches from a worker's shard of `shuffled_every_epoch` (no local
+    shuffle buffer: the rows arrive shuffled, and a buffer would hold hundreds of clips)."""
+    return shard.iter_batches(batch_size=batch_size, batch_format="numpy")
 
 
 def training_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:

@@ -89,3 +89,21 @@ def test_every_option_has_help_with_its_default():
     train_help = commands["train"].format_help()
     assert "cnn3dbn_gru128" in train_help and "cnn2d_lstm32" in train_help  # --arch choices
     assert "(default: 15, or more on a small corpus" in " ".join(train_help.split())  # --epochs
+
+
+def test_amp_reaches_the_training_settings_that_workers_get(capsys):
+    from pipeline.cli import _settings, build_parser, main
+    from pipeline.training import TrainSettings
+
+    # In process: the `vidpipe` script may import another checkout of the package.
+    assert main(["train", "data", "--out", "m.pt", "--amp"]) == 2  # a CPU run: usage, one line
+    err = capsys.readouterr().err
+    assert err == "vidpipe: error: --amp (mixed precision) is CUDA only and needs --gpus\n"
+
+    parser = build_parser()
+    args = parser.parse_args(["train", "data", "--out", "m.pt", "--gpus", "--amp"])
+    settings = _settings(args)
+    assert settings.amp and TrainSettings(**settings.__dict__).amp  # as train_distributed ships it
+    assert not _settings(parser.parse_args(["train", "data", "--out", "m.pt"])).amp
+    assert "needs --gpus" in " ".join(parser._subparsers._group_actions[0].choices["train"]
+                                      .format_help().split())

@@ -23,6 +23,10 @@ def test_training_step_validation_checkpoint_and_resume_on_the_cpu():
     checks.train_validate_checkpoint_resume(CPU)
 
 
+def test_amp_training_on_the_cpu_is_float32_and_still_learns():
+    checks.amp_training_step_reduces_loss(CPU)
+
+
 def test_all_reduce_on_a_gloo_group_of_one():
     checks.all_reduce_world_size_one("gloo")
 

@@ -48,9 +48,10 @@ def _run(args: list[str]) -> tuple[int, dict | None, str]:
 
 @pytest.fixture(scope="module")
 def training_corpus(tmp_path_factory) -> Path:
-    """96 videos, 4 motion classes, 4 recording groups per class (one group held out)."""
+    """96 videos, 4 motion classes, 8 recording groups per class: 6 train (72 clips, as many as
+    with 4 groups and one held out), one selects the epoch, one is the champion gate's."""
     root = tmp_path_factory.mktemp("training-corpus")
-    make_corpus(str(root), per_class=24, groups=4, seed=11)
+    make_corpus(str(root), per_class=24, groups=8, seed=11)
     return root
 
 
@@ -109,6 +110,11 @@ def test_two_workers_learn_motion_with_the_defaults_and_everything_is_tracked(ch
     label_map = json.loads(Path(client.download_artifacts(run.info.run_id, "label_map.json")).read_text())
     assert label_map == {str(i): name for i, name in enumerate(config.class_names)}
 
+    # The first champion: above chance and the majority class on 12 gate clips, which neither
+    # epoch selection nor training used.
+    assert champion_run["alias"] == "champion", champion_run["gate"]
+    assert champion_run["gate"]["gate_clips"] == 12 and champion_run["gate_videos"] == 12
+    assert champion_run["val_clips"] == 12  # the selection part
     version = client.get_model_version_by_alias(REGISTERED, "champion")
     assert version.version == "1" and version.run_id == run.info.run_id
     import mlflow
@@ -135,16 +141,16 @@ def test_order_blind_baseline_stays_near_chance_and_does_not_take_the_champion(
     # Telling a direction from its opposite (left/right and up/down, pooled: per pair only a few of
     # the 12 clips may land inside the pair, too few to measure): chance for the order-blind model.
     right, within = _opposite_directions(baseline)
-    assert within >= 6 and right / within <= 0.75, baseline.confusion
+    assert within >= 6 and right / within <= 0.75, baseline.confusion  # 12 selection clips
     temporal_right, temporal_within = _opposite_directions(temporal)
     assert temporal_right / temporal_within > right / within, (temporal.confusion, baseline.confusion)
 
     assert summary["alias"] == "challenger" and summary["model_version"] == "2"
     gate = summary["gate"]
     assert gate["champion_version"] == "1"
-    # The champion was re-scored on the same validation clips: the number the first run measured.
-    assert gate["champion_accuracy"] == pytest.approx(champion_run["val_accuracy"])
-    assert gate["new_accuracy"] == pytest.approx(baseline.clip_accuracy)
+    # The champion was re-scored on the same gate clips: the number the first run measured there.
+    assert gate["gate_clips"] == 12
+    assert gate["champion_accuracy"] == pytest.approx(champion_run["gate"]["new_accuracy"])
     assert gate["new_accuracy"] < gate["champion_accuracy"]
     client = MlflowClient(tracking_uri=mlflow_server, registry_uri=mlflow_server)
     assert client.get_model_version_by_alias(REGISTERED, "champion").version == "1"
@@ -317,3 +323,64 @@ def test_retrain_job_trains_across_both_nodes_of_a_cluster(ray_cluster, motion_c
     assert len(summary["nodes"]) == 2  # one DDP worker on each node (each has one CPU)
     assert [e["epoch"] for e in summary["epochs"]] == [1, 2]
     assert load_checkpoint(out)[1].arch == "cnn2d_gru32"
+
+
+def test_the_gate_on_a_real_store_refuses_chance_and_clips_the_champion_trained_on(
+        motion_corpus, tmp_path, ray_local):
+    """The gate as `vidpipe train --register` runs it (real MLflow store, real decoded gate
+    clips), on models that need no training: one that always answers the first class."""
+    import torch
+
+    from pipeline.clips import video_digests
+    from pipeline.models.checkpoint import ModelConfig, save_checkpoint
+    from pipeline.registry import promote
+    from pipeline.tracking import TrackedRun
+    from pipeline.train_job import TrainRequest, _register_and_gate, split_data
+    from pipeline.training import TrainResult
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    # 4 groups, half held out: one group selects the epoch, the other (12 clips) is the gate's.
+    data = split_data(str(motion_corpus), None, 0.5, 0, gate=True)
+    assert len(data.gate) == 12 and not {v.group for v in data.gate} & {v.group for v in data.val}
+
+    def register(trained_on, out: str) -> dict:
+        config = ModelConfig("cnn2d_gru32", data.class_names, frames=8, size=32,
+                             training_videos=video_digests(trained_on))
+        model = config.build()
+        with torch.no_grad():  # always the first class: chance and the majority, 3 of 12
+            model.head.classifier.weight.zero_()
+            model.head.classifier.bias.copy_(torch.tensor([5.0, 0.0, 0.0, 0.0]))
+        save_checkpoint(model, config, tmp_path / out)
+        request = TrainRequest(str(motion_corpus), str(tmp_path / out), arch=config.arch,
+                               frames=8, size=32, register=REGISTERED, mlflow_uri=uri)
+        tracking = TrackedRun(uri, "gate", out, warn=print)
+        said = []
+        summary = _register_and_gate(request, tracking, uri,
+                                     TrainResult(model, b"", [], 1, 0, "", []), config, data,
+                                     said.append)
+        tracking.end()
+        return {**summary, "said": said, "run": tracking.run_id}
+
+    first = register(data.train, "chance.pt")  # no champion yet, and no better than chance
+    assert first["alias"] == "challenger" and first["model_version"] == "1"
+    assert first["gate"]["gate_clips"] == 12 and first["gate"]["new_accuracy"] == pytest.approx(0.25)
+    assert "no better than chance or the most frequent class" in first["said"][-1]
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    assert "champion" not in client.get_registered_model(REGISTERED).aliases
+    tags = client.get_run(first["run"]).data.tags
+    assert tags["vidpipe.gate"] == "challenger" and tags["vidpipe.gate_clips"] == "12"
+
+    # A model trained on the gate's videos too has no clean clip to be judged on...
+    promoted = register(data.train + data.gate, "on-the-gate.pt")
+    assert promoted["alias"] == "challenger" and promoted["gate"]["gate_clips"] == 0
+    assert "all 12 gate clips are in this model's training videos" in promoted["gate"]["reason"]
+    promote(uri, REGISTERED, promoted["model_version"])  # ...but a user may promote it by hand
+
+    second = register(data.train, "second.pt")  # every gate clip is in the champion's training
+    assert second["alias"] == "challenger" and second["gate"]["gate_clips"] == 0
+    reason = second["gate"]["reason"]
+    assert reason == (f"not promoted: no gate clips to compare on (all 12 gate clips are in "
+                      f"champion v{promoted['model_version']}'s training videos)")
+    assert client.get_run(second["run"]).data.tags["vidpipe.gate_reason"] == reason
+    champion = client.get_model_version_by_alias(REGISTERED, "champion")
+    assert str(champion.version) == promoted["model_version"]

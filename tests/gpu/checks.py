@@ -79,6 +79,28 @@ def train_validate_checkpoint_resume(device: torch.device) -> None:
     np.testing.assert_allclose(predict_probs(loaded, clips), predict_probs(model, clips), atol=1e-4)
 
 
+def amp_training_step_reduces_loss(device: torch.device) -> None:
+    """TrainSettings.amp as a worker runs it: float16 autocast with a loss scaler on CUDA, plain
+    float32 on the CPU; a few steps on one batch lower its loss either way."""
+    settings = TrainSettings(seed=0, amp=True, crop_scale=1.0, brightness=0.0, contrast=0.0,
+                             saturation=0.0)
+    clips, labels = _clips(4, seed=3)
+    model = _model(device)
+    optimizer = build_optimizer(model, settings)
+    scaler = devices.grad_scaler(device, settings.amp)
+    assert (scaler is not None) == (device.type == "cuda")
+    before = validation_stats(model, clips, labels)[1]
+    for step in range(5):  # the scaler may skip a first step whose float16 gradients overflowed
+        model.train()
+        loss, _ = train_step(model, optimizer, clips, labels, settings,
+                             np.random.default_rng(step), device, scaler=scaler)
+        assert np.isfinite(loss)
+    after = validation_stats(model, clips, labels)[1]
+    assert after < before, (before, after)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert all(p.dtype == torch.float32 for p in model.parameters())  # float16 only in autocast
+
+
 def all_reduce_world_size_one(backend: str) -> None:
     """devices.all_reduce on a real process group of one rank (NCCL needs CUDA tensors)."""
     import torch.distributed as dist

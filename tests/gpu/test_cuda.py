@@ -1,5 +1,6 @@
 """The GPU paths on CUDA: inference, a training step with validation, checkpoint and resume, NCCL
-all_reduce, mixed precision. The same checks run on the CPU in tests/test_devices.py."""
+all_reduce, mixed precision (inference, and training steps with a loss scaler). The same checks
+run on the CPU in tests/test_devices.py."""
 
 from __future__ import annotations
 
@@ -18,6 +19,10 @@ def test_classifier_inference_on_cuda_from_uint8_batches():
 
 def test_training_step_validation_checkpoint_and_resume_on_cuda():
     checks.train_validate_checkpoint_resume(CUDA)
+
+
+def test_amp_training_step_reduces_loss_on_cuda():
+    checks.amp_training_step_reduces_loss(CUDA)
 
 
 def test_nccl_all_reduce_with_world_size_one():
