@@ -57,7 +57,7 @@ def training_corpus(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def champion_run(ray_local, training_corpus, mlflow_server, tmp_path_factory) -> dict:
-    """The paper's model trained with 2 Ray Train workers and registered: the first champion."""
+    """The default model trained with 2 Ray Train workers and registered: the first champion."""
     out = tmp_path_factory.mktemp("champion") / "model.pt"
     code, summary, err = _run(
         ["train", str(training_corpus), "--out", str(out),
