@@ -80,7 +80,9 @@ def test_batches_mix_classes_as_a_random_order_would_and_every_epoch_is_new(ray_
         for batches in shard:
             assert sum(map(len, batches)) == CLASSES * PER_CLASS // workers
             distinct = np.mean([len(set(labels)) for labels in batches if len(labels) == BATCH])
-            # The standard error of that mean is about 0.05 over 250 batches (0.07 over 125).
-            assert abs(distinct - expected) < 0.3, (distinct, expected)
+            # Blocks of 4 rows of one class, 64 of them in a worker's buffer, come out a little
+            # clumped: measured 5.47-5.68 against 5.70 over 4 epochs on 1 and 2 workers (standard
+            # error about 0.05 over 250 batches, 0.07 over 125); the listing's order gives 1.0.
+            assert abs(distinct - expected) < 0.4, (distinct, expected)
         first, second = shard
         assert first != second  # a new order every epoch
