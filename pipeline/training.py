@@ -7,9 +7,11 @@ the same run is started again. `fit` is the plain single-process loop, kept as t
 benchmark compares against. Both keep the epoch that scored best on validation.
 
 The recipe (measured in README.md, "Training recipe"): the paper's batch of 4 clips per worker
-and lr 0.001 per 4 clips, scaled linearly with the global batch; AdamW with weight decay; linear
-warm-up then cosine decay; a per-layer learning-rate scale for weight matrices with a large
-fan-in (the GRU's 4,096 inputs); random resized crops, photometric jitter and temporal jitter.
+and lr 0.001 per 4 clips, scaled linearly with the global batch; at least `min_steps` optimizer
+steps on a small corpus; AdamW with weight decay; linear warm-up then cosine decay; a per-layer
+learning-rate scale for weight matrices with a large fan-in (the paper GRU's 4,096 inputs);
+random resized crops, photometric jitter and temporal jitter; every epoch a new order that
+mixes classes (shuffled_every_epoch).
 """
 
 from __future__ import annotations
