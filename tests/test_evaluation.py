@@ -9,7 +9,7 @@ from mlflow import MlflowClient
 from torch import nn
 
 from pipeline.evaluation import evaluate
-from pipeline.tracking import CHALLENGER, CHAMPION, apply_gate
+from pipeline.tracking import CHALLENGER, CHAMPION, apply_gate, decide_gate
 
 CLASSES = ("A", "B", "C")
 
@@ -61,20 +61,27 @@ def test_video_level_accuracy_averages_the_clips_of_a_video():
 
 
 def test_gate_promotes_only_a_strictly_better_version(tmp_path):
+    """The gate's decisions (decide_gate, on 40 gate clips with a 0.25 baseline) land as aliases
+    in a real registry: a tie or an incomparable champion never moves `champion`."""
     uri = f"sqlite:///{tmp_path / 'registry.db'}"
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     client.create_registered_model("m")
     versions = [client.create_model_version("m", source=str(tmp_path / f"v{i}")).version
                 for i in range(4)]
 
-    first = apply_gate(uri, "m", versions[0], 0.70, None, None)
+    def gate(version, new, champion_accuracy, champion, why=""):
+        decision = decide_gate(40, new, 0.25, champion, champion_accuracy, why)
+        apply_gate(uri, "m", version, decision)
+        return decision
+
+    first = gate(versions[0], 0.70, None, None)
     assert first.alias == CHAMPION
-    better = apply_gate(uri, "m", versions[1], 0.80, 0.70, versions[0])
+    better = gate(versions[1], 0.80, 0.70, versions[0])
     assert better.alias == CHAMPION
-    tie = apply_gate(uri, "m", versions[2], 0.80, 0.80, versions[1])
+    tie = gate(versions[2], 0.80, 0.80, versions[1])
     assert tie.alias == CHALLENGER  # a tie keeps the incumbent
-    incomparable = apply_gate(uri, "m", versions[3], 0.99, None, versions[1], "other classes")
-    assert incomparable.alias == CHALLENGER and incomparable.reason == "other classes"
+    incomparable = gate(versions[3], 0.99, None, versions[1], "other classes")
+    assert incomparable.alias == CHALLENGER and "other classes" in incomparable.reason
 
     aliases = client.get_registered_model("m").aliases
     assert aliases[CHAMPION] == versions[1] and aliases[CHALLENGER] == versions[3]
