@@ -486,9 +486,9 @@ def shuffled_every_epoch(clips):
     and every epoch takes those blocks in a new random order (`randomize_block_order`, unseeded:
     a metadata shuffle in the driver, no tasks and no data moved); `training_batches` then draws
     batches from a buffer of SHUFFLE_BUFFER clips, i.e. from about 64 random blocks from all over
-    the corpus. A full `random_shuffle` every epoch gives the same mix but moved every clip
-    through map and reduce tasks each epoch: 126 clips trained at 15 clips/s instead of 80-120
-    on 2 cores. Unseeded: Ray does not make the row order, or which worker gets which block,
+    the corpus. A full `random_shuffle` every epoch gives the same mix but moves every clip
+    through map and reduce tasks each epoch: 126 clips trained at 15 clips/s on 2 cores, against
+    40-57 with this. Unseeded: Ray does not make the row order, or which worker gets which block,
     reproducible anyway, and a seeded order would restart at epoch 1's when a run resumes."""
     blocks = max(1, -(-clips.count() // ROWS_PER_BLOCK))
     return clips.repartition(blocks).materialize().randomize_block_order()
