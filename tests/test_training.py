@@ -177,17 +177,23 @@ def test_evaluate_a_registered_model_by_alias(champion_run, training_corpus, mlf
     """`vidpipe evaluate` on models:/NAME@champion scores exactly as the checkpoint file does."""
     code, by_alias, err = _run(["evaluate", str(training_corpus), "--model",
                                 f"models:/{REGISTERED}@champion", "--mlflow-uri", mlflow_server,
-                                "--out", str(tmp_path / "eval"), "--json"])
+                                "--window-seconds", "1", "--out", str(tmp_path / "eval"),
+                                "--json"])
     assert code == 0, err[-2000:]
     code, by_file, _ = _run(["evaluate", str(training_corpus), "--model",
-                             champion_run["checkpoint"], "--json"])
+                             champion_run["checkpoint"], "--window-seconds", "1", "--json"])
     assert code == 0
     assert by_alias["model_version"] == "1"
     for key in ("clip_accuracy", "video_accuracy", "top5_accuracy", "confusion", "per_class"):
         assert by_alias[key] == by_file[key]
-    # By default a video is scored in windows of the span the model was trained on (the median
-    # clip duration), so the longer videos give several clips.
+    # Windows of 1 s cut these 1.5-3 s videos into several clips each; a video is scored by the
+    # mean of its clips' probabilities.
     assert by_alias["videos"] == 96 and by_alias["clips"] > 96
+    # By default the window is the training clips' median span (~2.3 s here), and no video
+    # reaches 1.5 windows: each is one clip, its remainder joined to its window.
+    code, by_default, _ = _run(["evaluate", str(training_corpus), "--model",
+                                champion_run["checkpoint"], "--json"])
+    assert code == 0 and by_default["videos"] == by_default["clips"] == 96
     assert sum(map(sum, by_alias["confusion"])) == by_alias["clips"]
     assert 0 < by_alias["seconds_per_frame"] < 0.0719  # the paper's "real time" figure, on CPU
     assert (tmp_path / "eval" / "confusion_matrix.png").stat().st_size > 1000
