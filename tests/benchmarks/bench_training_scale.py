@@ -22,8 +22,6 @@ import threading
 import time
 from pathlib import Path
 
-import psutil
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -112,15 +110,28 @@ class _PeakMemory:
         return sorted(self._workers.values(), reverse=True)
 
     def _sample(self) -> None:
-        me = psutil.Process()
         while not self._stop.wait(0.2):
-            self.driver_mb = max(self.driver_mb, me.memory_info().rss / 2**20)
-            for process in psutil.process_iter(["pid", "cmdline", "memory_info"]):
-                title = " ".join(process.info["cmdline"] or [])
-                if title.startswith("ray::RayTrainWorker") and process.info["memory_info"]:
-                    rss = process.info["memory_info"].rss / 2**20
-                    self._workers[process.pid] = max(self._workers.get(process.pid, 0.0), rss)
+            self.driver_mb = max(self.driver_mb, _rss_mb(os.getpid()) or 0.0)
+            for pid in (int(name) for name in os.listdir("/proc") if name.isdigit()):
+                try:
+                    with open(f"/proc/{pid}/cmdline", "rb") as handle:
+                        title = handle.read().replace(b"\0", b" ").decode(errors="replace")
+                except OSError:  # gone meanwhile
+                    continue
+                if title.startswith("ray::RayTrainWorker") and (rss := _rss_mb(pid)):
+                    self._workers[pid] = max(self._workers.get(pid, 0.0), rss)
 
+
+def _rss_mb(pid: int) -> float | None:
+    """Resident memory of a process from /proc (Linux), None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/status") as handle:
+            for line in handle:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
 
 if __name__ == "__main__":
     main()
