@@ -550,7 +550,10 @@ def _validation_arrays(config: ModelConfig) -> tuple[np.ndarray, np.ndarray] | N
 
     from .clips import to_arrays
 
-    val_shard = ray.train.get_dataset_shard("val")
+    try:
+        val_shard = ray.train.get_dataset_shard("val")
+    except KeyError:  # Ray Train 2.60 raises for a dataset it was not given (older: None)
+        return None
     if val_shard is None:
         return None
     clips, labels, _ = to_arrays(val_shard, config.class_names, config.frames, config.size)
