@@ -28,9 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from .errors import InvalidInput
-from .storage import filesystem
-from .synthetic import (CAMERA_CLASSES, CONTENT_SPLIT, _random_clip, _random_recording,
-                        encode_h264, render_frames)
+from .synthetic import (CAMERA_CLASSES, CONTENT_SPLIT, Renderer, _random_clip,
+                        _random_recording, render_frames, write_ucf50)
 
 OBJECT_CLASSES = ("MoveDown", "MoveLeft", "MoveRight", "MoveUp", "Static")
 TRAIN_PHOTOS = ("astronaut", "coffee", "rocket", "hubble_deep_field", "camera", "brick", "gravel",
@@ -70,32 +69,8 @@ def make_family(out: str, family: str, per_class: int = 24, test_per_class: int 
                                              ("test", test_per_class, TEST_PHOTOS, groups + 1)):
         rng = np.random.default_rng([seed, 0 if split == "train" else 1, len(family)])
         renderer = _renderer(family, split, photos, rng)
-        written += _write(f"{root}/{split}", classes, count, groups, group_base, renderer, rng,
-                          progress)
-    return written
-
-
-Renderer = Callable[[str, int, np.random.Generator], tuple[np.ndarray, int]]
-
-
-def _write(out: str, classes: tuple[str, ...], per_class: int, groups: int, group_base: int,
-           render: Renderer, rng: np.random.Generator,
-           progress: Callable[[str], None] | None) -> list[str]:
-    groups = max(1, min(groups, per_class))
-    fs, root = filesystem(out)
-    written = []
-    for name in classes:
-        fs.makedirs(f"{root}/{name}", exist_ok=True)
-        for number in range(per_class):
-            group = number % groups
-            frames, fps = render(name, group, rng)
-            path = (f"{root}/{name}/v_{name}_g{group + group_base:02d}"
-                    f"_c{number // groups + 1:02d}.mp4")
-            with fs.open(path, "wb") as handle:
-                handle.write(encode_h264(frames, fps))
-            written.append(fs.unstrip_protocol(path))
-            if progress:
-                progress(written[-1])
+        written += write_ucf50(f"{root}/{split}", classes, count, groups, renderer, rng,
+                               progress, group_base)
     return written
 
 

@@ -108,17 +108,34 @@ def _write_corpus(out: str, classes: tuple[str, ...], per_class: int, groups: in
                   first_group: int = 1) -> list[str]:
     groups = max(1, min(groups, per_class))
     recordings = [_random_recording(rng, families) for _ in range(groups)]
+
+    def render(motion: str, group: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
+        params = _random_clip(rng)
+        return render_frames(motion, recordings[group], params, rng), recordings[group].fps
+
+    return write_ucf50(out, classes, per_class, groups, render, rng, progress, first_group)
+
+
+# (class, group index, rng) -> (uint8 frames [N, H, W, 3], fps) of one clip
+Renderer = Callable[[str, int, np.random.Generator], tuple[np.ndarray, int]]
+
+
+def write_ucf50(out: str, classes: tuple[str, ...], per_class: int, groups: int,
+                render: Renderer, rng: np.random.Generator,
+                progress: Callable[[str], None] | None = None, first_group: int = 1) -> list[str]:
+    """Render and encode `per_class` clips of each class into OUT/<Class>/ in the UCF50 layout,
+    clip c of a class in group c % groups (numbered from `first_group`); returns their URIs."""
+    groups = max(1, min(groups, per_class))
     fs, root = filesystem(out)
     written = []
     for name in classes:
         fs.makedirs(f"{root}/{name}", exist_ok=True)
         for clip_number in range(per_class):
             group = clip_number % groups
-            params = _random_clip(rng)
-            frames = render_frames(name, recordings[group], params, rng)
+            frames, fps = render(name, group, rng)
             path = f"{root}/{name}/v_{name}_g{group + first_group:02d}_c{clip_number // groups + 1:02d}.mp4"
             with fs.open(path, "wb") as handle:
-                handle.write(encode_h264(frames, recordings[group].fps))
+                handle.write(encode_h264(frames, fps))
             written.append(fs.unstrip_protocol(path))
             if progress:
                 progress(written[-1])
