@@ -11,17 +11,23 @@ Layout under OUTPUT:
     _lease.json                           one scan at a time (lease.py)
 
 One run: take the lease -> finish what crashed runs left (commit.recover) -> plan: the listing
-(listing.listing_dataset) and the committed state, co-located by video_uri with a keyed Ray
-shuffle, diffed per URI (`diff_uri_rows`) into new / changed / reprocess / unchanged / deleted /
-restored, written to staging -> count the plan (Ray aggregation) -> predictions for the new,
-changed and reprocessed videos (inference.predictions), staged with one state row per video ->
-per-class counts and mean score (Ray aggregation) -> run record with the drift against the last
-scan -> check the lease -> commit -> MLflow.
+(listing.listing_dataset) and the committed state, diffed per video_uri by a Ray Data keyed
+aggregation (`diff_dataset`: a summary of each block's rows of a URI, merged, then decided, so the
+plan does not depend on how Ray splits rows into blocks) into new / changed / reprocess /
+unchanged / deleted / restored, written to staging -> count the plan (Ray aggregation) ->
+predictions for the new, changed and reprocessed videos (inference.predictions), staged with one
+state row per video -> per-class counts and mean score (Ray aggregation) -> run record with the
+drift against the last scan -> check the lease -> commit -> MLflow.
 
 What counts as done: an (video_uri, video_etag) with an ok or error state row (an undecodable video
-is not retried until its ETag changes). By default under any model version, so a new champion
-does not reclassify the archive; with `reprocess_on_model_change`, only under this model version.
-A storage failure while reading leaves no row and no state: the next scan tries again.
+is not retried until its ETag changes). By default under any model, so a new champion does not
+reclassify the archive; with `reprocess_on_model_change`, only under this model: the same
+model_name and model_version (a registry version number alone is not a model: `models:/a/3` and
+`models:/b/3` differ). State written before model_name was recorded has none and matches on the
+version alone (`same_model`).
+A storage failure while reading leaves no row and no state: the next scan tries again; so does a
+video that changed between the listing and the read (segments.py), whose new ETag the next
+listing sees.
 """
 
 from __future__ import annotations
@@ -59,6 +65,7 @@ STATE_SCHEMA = pa.schema([
     ("video_uri", pa.string()),
     ("video_etag", pa.string()),
     ("video_bytes", pa.int64()),
+    ("model_name", pa.string()),  # null in state written before it was recorded
     ("model_version", pa.string()),
     ("status", pa.string()),  # ok | error | deleted | restored; null on listing rows in the diff
     ("run_id", pa.string()),
@@ -93,52 +100,109 @@ class ScanRequest:
 
 
 # --- the diff (pure) ----------------------------------------------------------------------------
+#
+# Per video_uri, the diff needs only a summary of its rows: the listed version, the ETags settled
+# (by any model, and by this model), and the last state row. A summary is made from any subset of
+# the URI's rows and two summaries merge (`merge_summaries`, associative and commutative), so the
+# decision (`decide`) does not depend on how the rows are split into blocks or partitions; in
+# Ray this is a keyed aggregation (`UriDiff` through `diff_dataset`).
 
 
-def diff_uri_rows(rows: list[dict], model_version: str, reprocess: bool) -> tuple[list[dict], int]:
-    """Listing rows (status None) and state rows, all URIs of one partition -> (plan rows,
-    number of unchanged videos). See the module docstring for what counts as done."""
-    by_uri: dict[str, tuple[list[dict], list[dict]]] = defaultdict(lambda: ([], []))
+def same_model(state: dict, model_name: str | None, model_version: str) -> bool:
+    """Whether a state row was settled by this model: the same name and version. A row without a
+    name (state written before model_name was recorded), or a caller that gives none, matches on
+    the version alone: the rows such a run wrote carry this very model_version, and classifying
+    again would write a second (video_uri, video_etag, model_version, segment)."""
+    if state["model_version"] != model_version:
+        return False
+    name = state.get("model_name")
+    return name is None or model_name is None or name == model_name
+
+
+def summarize(rows: list[dict], model_name: str | None, model_version: str) -> dict:
+    """Listing rows (status None) and state rows of ONE video_uri (any subset of them) -> the
+    summary the decision needs. Every field has a value (never null), so that Arrow gives the
+    summaries of every block one type: "" and -1 stand for none, sets are newline-joined."""
+    summary = _EMPTY_SUMMARY
     for row in rows:
-        by_uri[row["video_uri"]][row["status"] is not None].append(row)
+        summary = merge_summaries(summary, _row_summary(row, model_name, model_version))
+    return summary
+
+
+_EMPTY_SUMMARY = {"listed": 0, "etag": "", "bytes": -1, "done": "", "here": "",
+                  "last_run": "", "last_status": "", "last_etag": "", "last_bytes": -1}
+
+
+def _row_summary(row: dict, model_name: str | None, model_version: str) -> dict:
+    size = -1 if row["video_bytes"] is None else row["video_bytes"]
+    if row["status"] is None:  # a listing row
+        return {**_EMPTY_SUMMARY, "listed": 1, "etag": row["video_etag"], "bytes": size}
+    settled = row["status"] in SETTLED
+    here = settled and same_model(row, model_name, model_version)
+    return {**_EMPTY_SUMMARY, "done": row["video_etag"] if settled else "",
+            "here": row["video_etag"] if here else "", "last_run": row["run_id"] or "",
+            "last_status": row["status"], "last_etag": row["video_etag"], "last_bytes": size}
+
+
+def merge_summaries(a: dict, b: dict) -> dict:
+    """Two summaries of the same URI's rows -> the summary of all of them."""
+    video = max(a, b, key=lambda s: (s["listed"], s["etag"], s["bytes"]))
+    last = max(a, b, key=lambda s: (s["last_run"], s["last_status"], s["last_etag"]))
+    return {"listed": video["listed"], "etag": video["etag"], "bytes": video["bytes"],
+            "done": _union(a["done"], b["done"]), "here": _union(a["here"], b["here"]),
+            "last_run": last["last_run"], "last_status": last["last_status"],
+            "last_etag": last["last_etag"], "last_bytes": last["last_bytes"]}
+
+
+def _union(a: str, b: str) -> str:
+    return "\n".join(sorted((set(a.split("\n")) | set(b.split("\n"))) - {""}))
+
+
+def decide(summary: dict, reprocess: bool) -> dict:
+    """A URI's summary -> {"change", "video_etag", "video_bytes"}: change is one of CHANGES, or
+    "" when there is nothing to plan (gone, and already recorded as deleted). See the module
+    docstring for what counts as done."""
+    done_any = set(summary["done"].split("\n")) - {""}
+    done_here = set(summary["here"].split("\n")) - {""}
+    if summary["listed"]:
+        etag = summary["etag"]
+        if etag in (done_here if reprocess else done_any):
+            change = "restored" if summary["last_status"] == "deleted" else "unchanged"
+        elif etag in done_any:
+            change = "reprocess"
+        elif done_any:
+            change = "changed"
+        else:
+            change = "new"
+        return {"change": change, "video_etag": etag, "video_bytes": summary["bytes"]}
+    if summary["last_run"] and summary["last_status"] != "deleted":
+        return {"change": "deleted", "video_etag": summary["last_etag"],
+                "video_bytes": summary["last_bytes"]}
+    return {"change": "", "video_etag": "", "video_bytes": -1}
+
+
+def diff_uri_rows(rows: list[dict], model_version: str, reprocess: bool,
+                  model_name: str | None = None) -> tuple[list[dict], int]:
+    """Listing rows (status None) and state rows, in any order and of any URIs, each URI with all
+    its rows -> (plan rows, number of unchanged videos). The model is (model_name, model_version):
+    see `same_model`."""
+    by_uri: dict[str, list[dict]] = defaultdict(list)
+    for row in rows:
+        by_uri[row["video_uri"]].append(row)
     plan, unchanged = [], 0
-    for uri, (listed, states) in by_uri.items():
-        settled = [s for s in states if s["status"] in SETTLED]
-        done_any = {s["video_etag"] for s in settled}
-        done_here = {s["video_etag"] for s in settled if s["model_version"] == model_version}
-        last = max(states, key=lambda s: s["run_id"]) if states else None
-        if listed:
-            video = listed[0]
-            etag = video["video_etag"]
-            if etag in (done_here if reprocess else done_any):
-                if last is None or last["status"] != "deleted":
-                    unchanged += 1
-                    continue
-                change = "restored"
-            elif etag in done_any:
-                change = "reprocess"
-            elif settled:
-                change = "changed"
-            else:
-                change = "new"
-            plan.append(_plan_row(video, change))
-        elif last is not None and last["status"] != "deleted":
-            plan.append(_plan_row(last, "deleted"))
+    for uri, uri_rows in by_uri.items():
+        decided = decide(summarize(uri_rows, model_name, model_version), reprocess)
+        if decided["change"] == "unchanged":
+            unchanged += 1
+        elif decided["change"]:
+            plan.append({"video_uri": uri, **_plan_columns(decided), "count": 1})
     return plan, unchanged
 
 
-def _plan_row(video: dict, change: str) -> dict:
-    return {"video_uri": video["video_uri"], "video_etag": video["video_etag"],
-            "video_bytes": video["video_bytes"], "change": change, "count": 1}
-
-
-def diff_partition(table: pa.Table, model_version: str, reprocess: bool) -> pa.Table:
-    """Ray Data step over one keyed partition (every row of a URI is in it)."""
-    plan, unchanged = diff_uri_rows(table.to_pylist(), model_version, reprocess)
-    if unchanged:
-        plan.append({"video_uri": None, "video_etag": None, "video_bytes": None,
-                     "change": "unchanged", "count": unchanged})
-    return pa.Table.from_pylist(plan, schema=PLAN_SCHEMA)
+def _plan_columns(decided: dict) -> dict:
+    size = decided["video_bytes"]
+    return {"video_etag": decided["video_etag"], "video_bytes": None if size < 0 else size,
+            "change": decided["change"]}
 
 
 def tvd(shares: dict[str, float], previous: dict[str, float]) -> float:
@@ -151,28 +215,97 @@ def tvd(shares: dict[str, float], previous: dict[str, float]) -> float:
 
 
 def plan_dataset(archive: str, state_files: list[str], model_version: str, reprocess: bool,
-                 partitions: int):
-    """The plan (PLAN_SCHEMA) as a Ray dataset: listing and committed state, hash-shuffled by
-    video_uri (all rows of a URI land in one block, sorted; as in Ray's own map_groups), diffed."""
+                 partitions: int, model_name: str | None = None):
+    """The plan (PLAN_SCHEMA) as a Ray dataset: the listing and the committed state, diffed per
+    video_uri by a keyed aggregation (`diff_dataset`). The model is (model_name, model_version);
+    without a name, state rows match on the version alone (`same_model`)."""
     listing = listing_dataset(archive).map_batches(_listing_as_state, batch_format="pyarrow")
-    state = _read_parquet(state_files, columns=STATE_SCHEMA.names) if state_files else None
+    # All columns, cast per block: state files written before model_name was recorded lack it,
+    # and read_parquet(columns=...) over old and new files drops it or fails.
+    state = _read_parquet(state_files) if state_files else None
     rows = listing.union(state.map_batches(_cast_state, batch_format="pyarrow")) if state else listing
-    return (
-        rows.repartition(partitions, keys=["video_uri"], sort=True)
-        .map_batches(diff_partition, batch_size=None, batch_format="pyarrow",
-                     fn_kwargs={"model_version": model_version, "reprocess": reprocess})
-    )
+    return diff_dataset(rows, model_name, model_version, reprocess, partitions)
+
+
+def diff_dataset(rows, model_name: str | None, model_version: str, reprocess: bool,
+                 partitions: int):
+    """Listing and state rows (STATE_SCHEMA, as a Ray dataset) -> the plan (PLAN_SCHEMA): a Ray
+    Data keyed aggregation by video_uri (`UriDiff`: a summary per block, merged, decided), so
+    the plan is the same however Ray splits the rows into blocks, then one plan row per video
+    to process or record and a tally row of the unchanged per block."""
+    return (rows.map_batches(_packed, batch_format="pyarrow")
+            .groupby("video_uri", num_partitions=partitions)
+            .aggregate(uri_diff(model_name, model_version, reprocess))
+            .map_batches(_plan_rows, batch_format="pyarrow"))
+
+
+def _packed(rows: pa.Table) -> pa.Table:
+    """Ray Data step: STATE_SCHEMA rows -> (video_uri, row: the rest as a struct). An aggregation
+    names the one column it reads (`on`), and Ray Data gives it only that one and the key."""
+    rest = [name for name in STATE_SCHEMA.names if name != "video_uri"]
+    return pa.table({"video_uri": rows["video_uri"],
+                     "row": pa.StructArray.from_arrays(
+                         [rows[name].combine_chunks() for name in rest], names=rest)})
+
+
+def uri_diff(model_name: str | None, model_version: str, reprocess: bool):
+    """The Ray Data aggregation of the diff (ray.data.aggregate.AggregateFnV2; defined here so
+    that importing this module does not import Ray): `summarize` per block of a URI's rows,
+    `merge_summaries`, `decide`. Its column is "diff"."""
+    from ray.data.aggregate import AggregateFnV2
+
+    class UriDiff(AggregateFnV2):
+        def __init__(self):
+            super().__init__("diff", zero_factory=lambda: None, on="row", ignore_nulls=True)
+
+        def aggregate_block(self, block: pa.Table) -> dict:
+            return summarize(block["row"].to_pylist(), model_name, model_version)
+
+        def combine(self, current: dict, new: dict) -> dict:
+            return merge_summaries(current, new)
+
+        def finalize(self, accumulator: dict) -> dict:
+            return decide(accumulator, reprocess)
+
+    return UriDiff()
+
+
+def _plan_rows(diffs: pa.Table) -> pa.Table:
+    """Ray Data step: UriDiff's rows (video_uri, diff) -> PLAN_SCHEMA rows, the unchanged videos
+    as one tally row."""
+    if diffs.num_rows == 0:
+        return PLAN_SCHEMA.empty_table()
+    diff = diffs["diff"].combine_chunks()
+    change = diff.field("change")
+    unchanged = pc.sum(pc.equal(change, "unchanged")).as_py() or 0
+    keep = pc.invert(pc.is_in(change, pa.array(["", "unchanged"])))
+    size = diff.field("video_bytes")
+    plan = pa.table({
+        "video_uri": diffs["video_uri"],
+        "video_etag": diff.field("video_etag"),
+        "video_bytes": pc.if_else(pc.less(size, 0), pa.scalar(None, pa.int64()), size),
+        "change": change,
+        "count": pa.array([1] * diffs.num_rows, pa.int64()),
+    }).filter(keep).cast(PLAN_SCHEMA)
+    if not unchanged:
+        return plan
+    tally = pa.table({"video_uri": [None], "video_etag": [None], "video_bytes": [None],
+                      "change": ["unchanged"], "count": [unchanged]}, schema=PLAN_SCHEMA)
+    return pa.concat_tables([plan, tally])
 
 
 def _listing_as_state(listing: pa.Table) -> pa.Table:
     nulls = {name: pa.nulls(listing.num_rows, STATE_SCHEMA.field(name).type)
-             for name in ("model_version", "status", "run_id")}
+             for name in ("model_name", "model_version", "status", "run_id")}
     return pa.table({name: listing[name] if name in listing.column_names else nulls[name]
                      for name in STATE_SCHEMA.names}, schema=STATE_SCHEMA)
 
 
 def _cast_state(table: pa.Table) -> pa.Table:
-    return table.select(STATE_SCHEMA.names).cast(STATE_SCHEMA)
+    """A block of committed state -> STATE_SCHEMA; model_name null where the file has none."""
+    return pa.table({name: table[name] if name in table.column_names
+                     else pa.nulls(table.num_rows, STATE_SCHEMA.field(name).type)
+                     for name in STATE_SCHEMA.names}).cast(STATE_SCHEMA)
 
 
 def count_changes(plan) -> dict[str, int]:
@@ -225,19 +358,22 @@ def state_rows(written: pa.Table, run_id: str) -> pa.Table:
     first = written.filter(pc.equal(written["segment"], 0))
     return pa.table({
         "video_uri": first["video_uri"], "video_etag": first["video_etag"],
-        "video_bytes": first["video_bytes"], "model_version": first["model_version"],
-        "status": first["status"],
+        "video_bytes": first["video_bytes"], "model_name": first["model_name"],
+        "model_version": first["model_version"], "status": first["status"],
         "run_id": pa.array([run_id] * first.num_rows, pa.string()),
     }, schema=STATE_SCHEMA)
 
 
-def _recorded_state(plan: pa.Table, model_version: str, run_id: str) -> pa.Table:
-    """Ray Data step: the plan's deleted/restored rows as state rows."""
+def _recorded_state(plan: pa.Table, model_version: str, run_id: str,
+                    model_name: str | None = None) -> pa.Table:
+    """Ray Data step: the plan's deleted/restored rows as state rows (their model columns say
+    which scan recorded them; the diff reads them only from ok/error rows)."""
     chosen = plan.filter(pc.is_in(plan["change"], pa.array(STATE_CHANGES)))
     n = chosen.num_rows
     return pa.table({
         "video_uri": chosen["video_uri"], "video_etag": chosen["video_etag"],
         "video_bytes": chosen["video_bytes"],
+        "model_name": pa.array([model_name] * n, pa.string()),
         "model_version": pa.array([model_version] * n, pa.string()),
         "status": chosen["change"], "run_id": pa.array([run_id] * n, pa.string()),
     }, schema=STATE_SCHEMA)

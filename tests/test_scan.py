@@ -33,6 +33,7 @@ from pipeline import commit, lease, segments, storage
 from pipeline.cli import main as vidpipe
 from pipeline.models.checkpoint import ModelConfig, save_checkpoint
 from pipeline.rows import Lineage, error_row, rows_to_table
+from pipeline import scan
 from pipeline.scan import diff_uri_rows, state_rows, tvd
 from pipeline.synthetic import make_corpus
 
@@ -123,14 +124,14 @@ def test_the_s3_endpoint_is_one_setting_that_ray_workers_receive(monkeypatch):
     assert storage.worker_env() == {"AWS_ENDPOINT_URL": "http://from-the-environment:9000"}
 
 
-def _state(uri, etag, status, run, model="v1"):
-    return {"video_uri": uri, "video_etag": etag, "video_bytes": 1, "model_version": model,
-            "status": status, "run_id": run}
+def _state(uri, etag, status, run, model="v1", name=None):
+    return {"video_uri": uri, "video_etag": etag, "video_bytes": 1, "model_name": name,
+            "model_version": model, "status": status, "run_id": run}
 
 
 def _listing(uri, etag):
-    return {"video_uri": uri, "video_etag": etag, "video_bytes": 1, "model_version": None,
-            "status": None, "run_id": None}
+    return {"video_uri": uri, "video_etag": etag, "video_bytes": 1, "model_name": None,
+            "model_version": None, "status": None, "run_id": None}
 
 
 def test_diff_decides_what_is_processed_recorded_or_left_alone():
@@ -154,6 +155,110 @@ def test_diff_decides_what_is_processed_recorded_or_left_alone():
     assert tvd({"a": 0.5, "b": 0.5}, {"a": 0.5, "b": 0.5}) == 0
     assert tvd({"a": 1.0}, {"b": 1.0}) == 1
     assert tvd({"a": 0.75, "b": 0.25}, {"a": 0.25, "b": 0.75}) == pytest.approx(0.5)
+
+
+def test_a_model_is_its_name_and_version_not_the_version_alone():
+    """Registry versions count per name: models:/a/3 and models:/b@champion (version 3) are two
+    models. State written before model_name was recorded (none) matches on the version alone."""
+    rows = [
+        _listing("by-a", "e"), _state("by-a", "e", "ok", "r1", model="3", name="a"),
+        _listing("by-b", "e"), _state("by-b", "e", "ok", "r1", model="3", name="b"),
+        _listing("by-old", "e"), _state("by-old", "e", "ok", "r1", model="3"),  # no model_name
+    ]
+    plan, unchanged = diff_uri_rows(rows, "3", reprocess=True, model_name="b")
+    assert {row["video_uri"]: row["change"] for row in plan} == {"by-a": "reprocess"}
+    assert unchanged == 2
+    plan, unchanged = diff_uri_rows(rows, "3", reprocess=False, model_name="b")
+    assert plan == [] and unchanged == 3  # without --reprocess-on-model-change: done is done
+    # State rows carry the name of the rows they stand for.
+    lineage = Lineage("b", "3")
+    written = rows_to_table([error_row({"video_uri": "u", "video_etag": "e", "video_bytes": 1},
+                                       "bad", lineage)])
+    assert state_rows(written, "r2").to_pylist()[0]["model_name"] == "b"
+
+
+def test_a_uri_split_across_blocks_is_diffed_as_one():
+    """The diff of one partition split into blocks anywhere (Ray may hand a keyed partition on
+    in several blocks) is the diff of the whole: per-block summaries of a URI merge."""
+    rows = [
+        _listing("back", "a"), _state("back", "a", "ok", "r1"), _state("back", "a", "deleted", "r2"),
+        _listing("same", "a"), _state("same", "a", "ok", "r1"),
+        _listing("over", "b"), _state("over", "a", "ok", "r1"),
+        _state("gone", "a", "ok", "r1"), _state("gone", "a", "deleted", "r2"),
+        _state("gone-now", "a", "ok", "r1"),
+    ]
+    whole = diff_uri_rows(rows, "v1", reprocess=False)
+    assert {row["video_uri"]: row["change"] for row in whole[0]} == \
+        {"back": "restored", "over": "changed", "gone-now": "deleted"} and whole[1] == 1
+    for split in range(1, len(rows)):  # every cut, each side summarised alone, then merged
+        for order in (rows, rows[::-1]):
+            parts = [order[:split], order[split:]]
+            summaries = {}
+            for part in parts:
+                for uri in {row["video_uri"] for row in part}:
+                    mine = scan.summarize([r for r in part if r["video_uri"] == uri], None, "v1")
+                    summaries[uri] = scan.merge_summaries(summaries.get(uri, mine), mine) \
+                        if uri in summaries else mine
+            decided = {uri: scan.decide(summary, reprocess=False)["change"]
+                       for uri, summary in summaries.items()}
+            assert decided == {"back": "restored", "same": "unchanged", "over": "changed",
+                               "gone": "", "gone-now": "deleted"}, split
+
+
+def test_the_plan_is_the_same_however_ray_splits_the_rows(ray_local):
+    """The Ray Data step of the diff on rows in one-row blocks, with a tiny target block size:
+    no URI is both new and deleted, every count as in the pure diff."""
+    from ray.data import DataContext
+
+    rows = [
+        _listing("same", "a"), _state("same", "a", "ok", "r1", name="m"),
+        _listing("new", "a"),
+        _listing("old-model", "a"), _state("old-model", "a", "ok", "r1", model="v0"),
+        _listing("other-name", "a"), _state("other-name", "a", "ok", "r1", name="other"),
+        _state("gone", "a", "ok", "r1", name="m"),
+    ]
+    table = pa.Table.from_pylist(rows, schema=scan.STATE_SCHEMA)
+    context = DataContext.get_current()
+    saved = context.target_max_block_size
+    context.target_max_block_size = 64  # bytes: every block Ray makes would be split
+    try:
+        blocks = [table.slice(i, 1) for i in range(table.num_rows)]
+        plan = scan.diff_dataset(ray_local.data.from_arrow(blocks), "m", "v1", reprocess=True,
+                                 partitions=2)
+        counts = scan.count_changes(plan)
+        planned = {row["video_uri"]: row["change"] for row in plan.take_all() if row["video_uri"]}
+    finally:
+        context.target_max_block_size = saved
+    assert planned == {"new": "new", "old-model": "reprocess", "other-name": "reprocess",
+                       "gone": "deleted"}
+    assert (counts["unchanged"], counts["listed"]) == (1, 4)
+    pure, unchanged = diff_uri_rows(rows, "v1", reprocess=True, model_name="m")
+    assert {row["video_uri"]: row["change"] for row in pure} == planned and unchanged == 1
+
+
+def test_state_written_before_model_name_still_plans(ray_local, tmp_path):
+    """A _state file without model_name (older outputs) beside one with it: both read, the old
+    rows match this model on the version alone."""
+    import pyarrow.parquet as pq
+
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    for name in ("old.mp4", "new.mp4", "fresh.mp4"):
+        (archive / name).write_bytes(name.encode())
+    etag = {v.uri.rsplit("/", 1)[1]: v.etag for v in storage.list_videos(str(archive))}
+    uri = f"file://{archive}"
+    old = pa.table({"video_uri": [f"{uri}/old.mp4"], "video_etag": [etag["old.mp4"]],
+                    "video_bytes": [7], "model_version": ["3"], "status": ["ok"],
+                    "run_id": ["r1"]})
+    new = pa.Table.from_pylist([_state(f"{uri}/new.mp4", etag["new.mp4"], "ok", "r2",
+                                       model="3", name="a")], schema=scan.STATE_SCHEMA)
+    pq.write_table(old, tmp_path / "old.parquet")
+    pq.write_table(new, tmp_path / "new.parquet")
+    files = [str(tmp_path / "new.parquet"), str(tmp_path / "old.parquet")]
+    plan = scan.plan_dataset(str(archive), files, "3", True, 2, model_name="b")
+    planned = {row["video_uri"]: row["change"] for row in plan.take_all() if row["video_uri"]}
+    assert planned == {f"{uri}/new.mp4": "reprocess", f"{uri}/fresh.mp4": "new"}
+    assert scan.count_changes(plan)["unchanged"] == 1  # old.mp4: done by version 3, name unknown
 
 
 def test_a_storage_failure_is_tried_again_next_night_not_recorded(tmp_path, monkeypatch):
