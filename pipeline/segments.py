@@ -5,8 +5,10 @@ The single place where a listed object is read and decoded, for every caller: cl
 the listing's video_uri/video_etag/video_bytes, the window (`segment`, start_s, end_s), what the
 decoded stream says (duration_s, fps, width, height), the clip as raw uint8 bytes of a
 [frames, size, size, 3] array (the same in-process and across Ray), and on failure `error` (the
-reason) with `retry`: True when storage failed (the object may read fine next time), False when
-the bytes are not a decodable video (final for that ETag).
+reason) with `retry`: True when storage failed (the object may read fine next time) or the object
+is no longer the version listed (overwritten between the listing and the read: records never claim
+the listed ETag for other bytes; the next listing sees the new ETag), False when the bytes are not
+a decodable video (final for that ETag).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import pyarrow as pa
 from .frames import (DEFAULT_DECODER, DEFAULT_TIMEOUT_S, VideoDecodeError, VideoInfo,
                      iter_segments)
 from .infrastructure import InfrastructureError
-from .storage import open_video
+from .storage import open_video, opened_version
 
 SEGMENT_SCHEMA = pa.schema([
     ("video_uri", pa.string()),
@@ -37,6 +39,10 @@ SEGMENT_SCHEMA = pa.schema([
     ("error", pa.string()),
     ("retry", pa.bool_()),
 ])
+
+
+class ChangedSinceListed(Exception):
+    """The object read is not the version listed (another ETag or fingerprint)."""
 
 
 class VideoWindows:
@@ -68,7 +74,10 @@ class VideoWindows:
                 info = yield from self._windows(self._data, windows)
             else:
                 with open_video(self.listed["video_uri"]) as source:
+                    self._check_version(source)
                     info = yield from self._windows(source, windows)
+                    if isinstance(source, str):  # FFmpeg read the path: was it replaced meanwhile?
+                        self._check_version(source)
         except InfrastructureError:
             raise  # the node, not the video: fail the job (infrastructure.py)
         except Exception as exc:
@@ -80,6 +89,16 @@ class VideoWindows:
             window.update(stream)
         windows[-1]["end_s"] = info.duration_s  # the last window ends with the video
         self.records = windows
+
+    def _check_version(self, source) -> None:
+        """ChangedSinceListed unless `source` reads the version the listing saw (its ETag or
+        size+mtime fingerprint): rows must never claim the listed ETag for other bytes. A caller
+        that lists no version (the clip loader: ETag "") reads whatever is there."""
+        if not self.listed["video_etag"]:
+            return
+        opened = opened_version(source, self.listed["video_uri"])
+        if opened is not None and opened != self.listed["video_etag"]:
+            raise ChangedSinceListed(f"listed as {self.listed['video_etag']}, read as {opened}")
 
     def _windows(self, source, windows: list[dict]) -> Generator[tuple[dict, np.ndarray], None,
                                                                    VideoInfo]:
@@ -105,6 +124,8 @@ class VideoWindows:
             return error_record(listed, str(exc), retry=False)
         if isinstance(exc, FileNotFoundError):  # gone since listed: the next listing says what happened
             return error_record(listed, "cannot read input: deleted since it was listed", retry=True)
+        if isinstance(exc, ChangedSinceListed):  # overwritten: the next listing has its new ETag
+            return error_record(listed, "cannot read input: changed since it was listed", retry=True)
         # storage (network, throttling, permissions): worth another try later
         return error_record(listed, f"cannot read input: {type(exc).__name__}", retry=True)
 

@@ -172,6 +172,21 @@ def open_video(uri: str):
     return fs.open(path, "rb", block_size=VIDEO_BLOCK_BYTES, cache_type="readahead")
 
 
+def opened_version(source, uri: str) -> str | None:
+    """The ETag (or fingerprint) of the object `source` reads, as a listing gives it: for an
+    fsspec file, the details it was opened with (s3fs pins that ETag: its range reads ask for it
+    with IfMatch and fail with FileExpired once the object changes); for a local path
+    (`open_video` hands FFmpeg the path), the file's size and mtime now. None when the source
+    says nothing about its version."""
+    if isinstance(source, str):
+        return fingerprint(uri)
+    details = getattr(source, "details", None)
+    fs = getattr(source, "fs", None)
+    if not details or fs is None:
+        return None
+    return _video_object(fs, details.get("name") or source.path, details).etag
+
+
 def fingerprint(uri: str) -> str:
     """The ETag (or size+mtime fingerprint) of one object, as a listing would give it."""
     fs, path = filesystem(uri)

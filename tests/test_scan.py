@@ -285,6 +285,31 @@ def test_a_storage_failure_is_tried_again_next_night_not_recorded(tmp_path, monk
     assert plan[0]["change"] == "new"
 
 
+def test_a_video_overwritten_after_listing_gets_no_rows_under_the_old_etag(
+        s3fs_client, videos, tmp_path):
+    """Listed as one version, read as another (S3: the ETag s3fs opened; local: the size+mtime
+    fingerprint of the file read): a retry record, never rows that claim the listed ETag."""
+    bucket = f"changed-{tmp_path.name}".lower().replace("_", "-")[:60]
+    s3fs_client.mkdir(bucket)
+    s3fs_client.pipe(f"{bucket}/v.mp4", videos[0].read_bytes())
+    local = tmp_path / "v.mp4"
+    shutil.copyfile(videos[0], local)
+    for uri in (f"s3://{bucket}/v.mp4", f"file://{local}"):
+        [listed] = storage.list_videos(uri)
+        video = {"video_uri": listed.uri, "video_etag": listed.etag, "video_bytes": listed.size}
+        assert segments.decode_video(video, 8, 32, None)[0]["error"] is None  # as listed: fine
+        if uri.startswith("s3://"):
+            s3fs_client.pipe(f"{bucket}/v.mp4", videos[1].read_bytes())
+        else:
+            _place(tmp_path, "v.mp4", videos[1], mtime=time.time() + 5)
+        assert storage.fingerprint(uri) != listed.etag
+        records = segments.decode_video(video, 8, 32, None)
+        assert [(r["video_etag"], r["error"], r["retry"]) for r in records] == \
+            [(listed.etag, "cannot read input: changed since it was listed", True)], uri
+        windows = segments.VideoWindows(video, 8, 32, None)
+        assert list(windows) == [] and windows.records[0]["retry"]  # nothing decoded first
+
+
 def test_listing_streams_disjoint_units_in_blocks(tmp_path):
     for folder in ("a", "b/c", "b/d"):
         (tmp_path / folder).mkdir(parents=True)
@@ -446,14 +471,15 @@ def ray_address(ray_local) -> str:
     return ray_local.get_runtime_context().gcs_address
 
 
-def start_scan(args: list[str], ray_address: str, pause_at: str | None = None) -> subprocess.Popen:
+def start_scan(args: list[str], ray_address: str, pause_at: str | None = None,
+               pause_s: float = 120) -> subprocess.Popen:
     """`vidpipe scan ...` as a driver process in a session of its own, joining the Ray at
     `ray_address` and stopping at `pause_at` (see pipeline/faults.py) so that the test can
     kill it right there. Ray ends a dead driver's tasks and actors itself."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": ray_address,
            "RAY_AUTH_MODE": "token"}
     if pause_at:
-        env.update(VIDPIPE_TEST_PAUSE_AT=pause_at, VIDPIPE_TEST_PAUSE_S="120")
+        env.update(VIDPIPE_TEST_PAUSE_AT=pause_at, VIDPIPE_TEST_PAUSE_S=str(pause_s))
     process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "scan", *args], env=env,
                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                text=True, start_new_session=True)
@@ -569,6 +595,40 @@ def test_killed_scans_then_a_rerun_leave_every_row_exactly_once_on_s3_one_scan_a
     records = commit.committed_records(output)
     assert len(records) == 2 and records[0]["recovered_by"] == record["run_id"]
     assert not s3fs_client.exists(f"{bucket}/out/{lease.LEASE_FILE}")  # released
+
+
+@pytest.mark.slow
+def test_a_video_overwritten_while_a_scan_runs_is_classified_once_as_its_new_version(
+        ray_address, s3_endpoint, s3fs_client, videos, checkpoint, tmp_path):
+    """Overwritten on S3 after the scan listed it and before its decode task read it: that scan
+    leaves it no row and no state (a retry), and the next scan classifies the new version, once."""
+    bucket = f"overwrite-{int(time.time())}"
+    s3fs_client.mkdir(bucket)
+    s3fs_client.pipe(f"{bucket}/archive/keep.mp4", videos[0].read_bytes())
+    s3fs_client.pipe(f"{bucket}/archive/over.mp4", videos[1].read_bytes())
+    archive, output = f"s3://{bucket}/archive", f"s3://{bucket}/out"
+    over = f"{archive}/over.mp4"
+    old_etag = storage.fingerprint(over)
+    args = [archive, output, "--model", str(checkpoint), "--window-seconds", "1",
+            "--mlflow-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--s3-endpoint-url", s3_endpoint]
+
+    scan = start_scan(args, ray_address, pause_at="decoding", pause_s=20)
+    wait_for_line(scan, "paused at decoding")  # listed and planned; nothing read yet
+    s3fs_client.pipe(f"{bucket}/archive/over.mp4", videos[2].read_bytes())
+    assert scan.wait(timeout=600) == 0, "".join(scan.seen[-40:])
+    [first] = commit.committed_records(output)
+    assert (first["new"], first["processed"], first["retry"]) == (2, 1, 1)
+    rows = reader_rows(mirror(s3fs_client, f"{bucket}/out", tmp_path / "first"))
+    assert {r["video_uri"] for r in rows} == {f"{archive}/keep.mp4"}  # nothing under old_etag
+
+    code, second, err = _run(["scan", *args, "--json"])
+    assert code == 0, err[-3000:]
+    assert (second["new"], second["processed"], second["unchanged"]) == (1, 1, 1)
+    rows = reader_rows(mirror(s3fs_client, f"{bucket}/out", tmp_path / "second"))
+    assert_exactly_once(rows)
+    assert_complete(rows)
+    new_etag = storage.fingerprint(over)
+    assert {r["video_etag"] for r in rows if r["video_uri"] == over} == {new_etag} != {old_etag}
 
 
 @pytest.mark.slow
