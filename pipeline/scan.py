@@ -416,7 +416,8 @@ def run_scan(request: ScanRequest, say: Callable[[str], None]) -> dict:
     if request.dry_run:  # reads only: no lease, no recovery, nothing written
         records = commit.committed_records(request.output)
         plan = plan_dataset(request.archive, _state_files(records), record["model_version"],
-                            request.reprocess_on_model_change, _partitions(records))
+                            request.reprocess_on_model_change, _partitions(records),
+                            model_name=record["model_name"])
         record.update(count_changes(plan))
         say(_describe_plan(record))
         return _finish_record(record, started, processed=0)
@@ -447,7 +448,8 @@ def _run(request: ScanRequest, record: dict, loaded, lease, say, started: float)
     plan_uri = storage.join(staging, "plan")
     plan_path, plan_fs = storage.arrow_destination(plan_uri)
     (plan_dataset(request.archive, _state_files(records), record["model_version"],
-                  request.reprocess_on_model_change, _partitions(records))
+                  request.reprocess_on_model_change, _partitions(records),
+                  model_name=record["model_name"])
      .write_parquet(plan_path, filesystem=plan_fs))
     planned = storage.list_names(plan_uri)
     record.update(count_changes(_read_parquet(plan_uri)) if planned else _no_changes())
