@@ -58,6 +58,7 @@ def commit_state(archive: Path, output: Path, objects: int, model_version: str) 
         "video_uri": [v.uri for v in known] + gone,
         "video_etag": [v.etag for v in known] + ["fp-gone"] * len(gone),
         "video_bytes": [0] * (len(known) + len(gone)),
+        "model_name": [None] * (len(known) + len(gone)),  # as state written before it was recorded
         "model_version": [model_version] * (len(known) + len(gone)),
         "status": ["ok"] * (len(known) + len(gone)),
         "run_id": [run_id] * (len(known) + len(gone)),
