@@ -141,7 +141,10 @@ def no_ffmpeg(monkeypatch, tmp_path):
 
 
 def _listed(path: Path) -> dict:
-    return {"video_uri": str(path), "video_etag": "e", "video_bytes": path.stat().st_size}
+    from pipeline.storage import fingerprint  # the version a listing gives: decoding checks it
+
+    return {"video_uri": str(path), "video_etag": fingerprint(str(path)),
+            "video_bytes": path.stat().st_size}
 
 
 def test_missing_ffmpeg_fails_the_node_not_each_video(tmp_path, request):

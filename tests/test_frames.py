@@ -253,9 +253,11 @@ def test_s3_video_is_read_by_ranges_not_downloaded_whole(tmp_path: Path, s3fs_cl
                 requested.append(handle.cache.total_requested_bytes)
 
     monkeypatch.setattr(segments, "open_video", spy)
-    listed = {"video_uri": "s3://ranges/long.mp4", "video_etag": "e", "video_bytes": 0}
+    listed = {"video_uri": "s3://ranges/long.mp4", "video_bytes": 0,
+              "video_etag": storage.fingerprint("s3://ranges/long.mp4")}
     [remote] = segments.decode_video(listed, 8, 64, None)
-    [local] = segments.decode_video({**listed, "video_uri": str(video)}, 8, 64, None)
+    [local] = segments.decode_video({**listed, "video_uri": str(video),
+                                     "video_etag": storage.fingerprint(str(video))}, 8, 64, None)
     assert remote["error"] is None and remote["clip"] == local["clip"]
     assert 0 < requested[0] < 0.5 * video.stat().st_size
 

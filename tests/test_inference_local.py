@@ -107,12 +107,13 @@ def test_the_decode_step_hands_a_long_video_on_in_tables_once_it_decoded_whole(t
 
     import pyarrow as pa
 
-    from pipeline import segments
+    from pipeline import segments, storage
 
     monkeypatch.setattr(segments, "SPILL_BYTES", 1)  # 0 would mean "never spill"
     monkeypatch.setattr(segments, "WINDOWS_PER_TABLE", 4)
     long = write_testsrc(tmp_path / "long.mp4", seconds=60, size="160x120", faststart=True)
-    listed = [{"video_uri": str(long), "video_etag": "a", "video_bytes": long.stat().st_size}]
+    listed = [{"video_uri": str(long), "video_etag": storage.fingerprint(str(long)),
+               "video_bytes": long.stat().st_size}]
     expected = segments.decode_video(listed[0], 20, 64, 1.0)
     assert len(expected) == 60
     segments.records_to_table(expected[:1]).to_pylist()  # Arrow's lazy imports, before measuring
