@@ -20,7 +20,7 @@ from .errors import InvalidInput
 from .frames import DECODERS, DEFAULT_DECODER, DEFAULT_TIMEOUT_S, VideoDecodeError
 from .infrastructure import InfrastructureError
 from .inference import TooManyErrors
-from .lease import LeaseHeld, LeaseLost
+from .lease import LeaseHeld, LeaseLost, LeaseUnsupported
 from .models import DEFAULT_ARCH, PAPER_ARCH, canonical_arch, list_models
 from .models.checkpoint import CheckpointError
 from .preflight import PreflightError
@@ -41,8 +41,8 @@ class JobFailed(Exception):
 # without ffmpeg with InfrastructureError), reported as one line; anything else is a bug and keeps
 # its traceback (a bare ValueError included).
 EXPECTED_ERRORS = (PreflightError, VideoDecodeError, CorpusError, CheckpointError, JobFailed,
-                   TooManyErrors, RegistrationFailed, LeaseHeld, LeaseLost, InvalidInput,
-                   InfrastructureError, OSError)
+                   TooManyErrors, RegistrationFailed, LeaseHeld, LeaseLost, LeaseUnsupported,
+                   InvalidInput, InfrastructureError, OSError)
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
