@@ -7,16 +7,18 @@ Layout under OUTPUT:
     _state/<run_id>/part-<hash>.parquet   what a committed run settled, one STATE_SCHEMA row per
         video: ok / error (processed), deleted (gone from the archive), restored (back again)
     _runs/<run_id>.json                   the run record, which is also the commit record
-    _runs/<run_id>.intent.json, _staging/<run_id>/   a run in flight or crashed (commit.py)
-    _lease.json                           one scan at a time (lease.py)
+    _runs/<run_id>.intent.json, _staging/<run_id>/, _replaced/<run_id>/   a run in flight or
+        crashed (commit.py)
+    _lease.json                           one writer at a time, the fence of the commit (lease.py)
 
-One run: take the lease -> finish what crashed runs left (commit.recover) -> plan: the listing
+One run, through commit.OutputWriter as classify's: take the lease -> finish what crashed runs
+left (commit.recover) -> plan: the listing
 (listing.listing_dataset) and the committed state, co-located by video_uri with a keyed Ray
 shuffle, diffed per URI (`diff_uri_rows`) into new / changed / reprocess / unchanged / deleted /
 restored, written to staging -> count the plan (Ray aggregation) -> predictions for the new,
 changed and reprocessed videos (inference.predictions), staged with one state row per video ->
-per-class counts and mean score (Ray aggregation) -> run record with the drift against the last
-scan -> check the lease -> commit -> MLflow.
+per-class counts and mean score (Ray aggregation) -> run record (ScanRecord) with the drift
+against the last scan -> commit (its commit point is a compare-and-swap on the lease) -> MLflow.
 
 What counts as done: an (video_uri, video_etag) with an ok or error state row (an undecodable video
 is not retried until its ETag changes). By default under any model version, so a new champion

@@ -142,6 +142,25 @@ def test_a_contender_whose_clock_runs_ahead_does_not_take_a_live_lease(lease_out
     holder.release()
 
 
+def test_only_a_refused_condition_reads_as_a_lost_lease():
+    """s3fs maps 412 PreconditionFailed and a 400 InvalidArgument alike to EINVAL; only the first
+    means another writer moved the lease (a bad request must fail loudly, not look like a loss)."""
+    import errno
+
+    from botocore.exceptions import ClientError
+
+    def translated(code: str, status: int) -> OSError:
+        error = OSError(errno.EINVAL, code)
+        error.__cause__ = ClientError({"Error": {"Code": code, "Message": code},
+                                       "ResponseMetadata": {"HTTPStatusCode": status}}, "PutObject")
+        return error
+
+    assert lease._precondition_failed(translated("PreconditionFailed", 412))
+    assert lease._precondition_failed(translated("ConditionalRequestConflict", 409))
+    assert not lease._precondition_failed(translated("InvalidArgument", 400))
+    assert not lease._precondition_failed(OSError(errno.EINVAL, "no cause"))
+
+
 def test_a_store_that_ignores_conditional_writes_is_refused(s3_proxy, s3fs_client, ray_local,
                                                             checkpoint, archive, tmp_path):
     """An S3-compatible endpoint that drops If-None-Match / If-Match would let two writers both
