@@ -260,7 +260,7 @@ def test_a_scan_whose_every_read_is_refused_exits_1_and_the_next_one_reads_them(
     code, err = finished(start_vidpipe([*args, "--s3-endpoint-url", s3_proxy.url], ray_address))
     assert code == 1 and len(error_lines(err)) == 1 and "Traceback" not in err, err[-3000:]
     assert "8 of 8 videos could not be read" in err
-    assert s3_proxy.rules.denied  # the reads really were refused
+    assert s3_proxy.traffic.denied  # the reads really were refused
     [record] = commit.committed_records(output)
     assert (record["planned"], record["processed"], record["retry"]) == (8, 0, 8)
     assert not reader_rows(mirror(s3fs_client, f"{bucket}/out", tmp_path / "denied"))
