@@ -280,7 +280,8 @@ def test_an_intent_whose_staging_was_deleted_rolls_back_and_restores_what_it_rep
     or a lifecycle rule): the next run rolls it back, bringing back the rows it had replaced,
     instead of failing on it forever."""
     output = tmp_path / "out"
-    args = ["classify", str(archive), str(output), "--model", str(checkpoint), "--overwrite"]
+    args = ["classify", str(archive), str(output), "--model", str(checkpoint), "--overwrite",
+            "--rows-per-file", "4"]  # several files, so that a run can be caught halfway
     code, _, err = _run(args)
     assert code == 0, err[-3000:]
     before = sorted((r["video_uri"], r["segment"], r["processed_at"]) for r in classify_rows(output))
