@@ -20,7 +20,7 @@ from .errors import InvalidInput
 from .frames import DECODERS, DEFAULT_DECODER, DEFAULT_TIMEOUT_S, VideoDecodeError
 from .infrastructure import InfrastructureError
 from .inference import TooManyErrors
-from .lease import LeaseHeld, LeaseLost
+from .lease import LeaseHeld, LeaseLost, LeaseUnsupported
 from .models import DEFAULT_ARCH, PAPER_ARCH, canonical_arch, list_models
 from .models.checkpoint import CheckpointError
 from .preflight import PreflightError
@@ -41,8 +41,8 @@ class JobFailed(Exception):
 # without ffmpeg with InfrastructureError), reported as one line; anything else is a bug and keeps
 # its traceback (a bare ValueError included).
 EXPECTED_ERRORS = (PreflightError, VideoDecodeError, CorpusError, CheckpointError, JobFailed,
-                   TooManyErrors, RegistrationFailed, LeaseHeld, LeaseLost, InvalidInput,
-                   InfrastructureError, OSError)
+                   TooManyErrors, RegistrationFailed, LeaseHeld, LeaseLost, LeaseUnsupported,
+                   InvalidInput, InfrastructureError, OSError)
 
 
 class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
@@ -161,6 +161,8 @@ def build_parser() -> argparse.ArgumentParser:
     classify.add_argument("--overwrite", action="store_true",
                           help="replace the result of an earlier classify in OUTPUT (default: refuse "
                                "a non-empty OUTPUT); readers never see old and new rows mixed")
+    classify.add_argument("--rows-per-file", type=_positive_int, default=50_000,
+                          help="prediction rows per Parquet file")
     _add_common(classify)
     _add_cluster(classify)
     _add_decoder(classify)
@@ -190,7 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "classifies its videos itself)")
     scan.add_argument("--error-threshold", type=_fraction, default=0.5,
                       help="fail (exit 1, after committing) when more than this share of the "
-                           "processed videos is unreadable")
+                           "planned videos is unreadable (undecodable, or a storage failure)")
     scan.add_argument("--rows-per-file", type=_positive_int, default=50_000,
                       help="prediction rows per Parquet file")
     scan.add_argument("--lease-seconds", type=_positive_float, default=300.0,
@@ -316,7 +318,8 @@ def _classify(args) -> dict:
                        batch_size=args.batch_size, num_actors=args.num_actors,
                        error_threshold=args.error_threshold, mlflow_uri=args.mlflow_uri,
                        ray_address=args.ray_address, decoder=args.decoder,
-                       decode_timeout_s=args.decode_timeout, say=say)
+                       decode_timeout_s=args.decode_timeout, rows_per_file=args.rows_per_file,
+                       say=say)
     say(f"{summary['videos']} videos, {summary['segments']} segments, {summary['errors']} errors "
         f"in {summary['wall_s']:.1f}s ({summary['videos_per_s']:.2f} videos/s) -> {summary['output']}")
     return summary

@@ -9,7 +9,6 @@ first (MP4s often keep their index at the end, which ffmpeg can only reach by se
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
 import re
 import shutil
@@ -23,25 +22,19 @@ from dataclasses import dataclass
 import ffmpeg  # ffmpeg-python: builds the command lines; we run them ourselves for timeouts
 import numpy as np
 
-from .frames import (MIN_DECODED_SHARE, Segment, VideoDecodeError, VideoInfo, deadline_s,
-                     frame_rate, joins_previous_window, make_segment, reject_non_video, sample_indices,
-                     window_of_frame)
+from .ffmpeg_binary import FfmpegNotFound, ffmpeg_exe
+from .frame_plan import (MIN_DECODED_SHARE, Segment, VideoDecodeError, VideoInfo, deadline_s,
+                         frame_rate, joins_previous_window, make_segment, reject_non_video,
+                         sample_indices, window_of_frame)
 from .infrastructure import MACHINE_ERRNOS, InfrastructureError, node_name, temp_dir
 
 
-@functools.cache
-def ffmpeg_exe() -> str:
-    """The ffmpeg on PATH if there is one, else the binary shipped in the imageio-ffmpeg wheel
-    (or IMAGEIO_FFMPEG_EXE). InfrastructureError when there is none: no video decodes here."""
-    on_path = shutil.which("ffmpeg")
-    if on_path:
-        return on_path
-    import imageio_ffmpeg
-
+def _ffmpeg() -> str:
+    """ffmpeg_exe(), with no ffmpeg reported as the node's failure: no video decodes here."""
     try:
-        return imageio_ffmpeg.get_ffmpeg_exe()
-    except RuntimeError as exc:
-        raise InfrastructureError(f"node {node_name()}: no ffmpeg ({exc})") from None
+        return ffmpeg_exe()
+    except FfmpegNotFound as exc:
+        raise InfrastructureError(f"node {node_name()}: {exc}") from None
 
 
 def _run_ffmpeg(start, cmd: list[str]):
@@ -61,7 +54,7 @@ def iter_segments(source, num_frames: int, size: tuple[int, int], window_seconds
                   timeout_s: float) -> Generator[Segment, None, VideoInfo]:
     """Decode every frame once and sample a clip from each window. A finished window waits until
     the next one has half a window of frames, or the stream ends (then a shorter remainder joins
-    it, as frames.plan_windows plans): at most 1.5 windows' frames are held."""
+    it, as frame_plan.plan_windows plans): at most 1.5 windows' frames are held."""
     with _local_path(source) as path, _FrameStream(path, size, timeout_s) as stream:
         window: list[np.ndarray] = []
         finished: list[np.ndarray] | None = None  # window `index - 1`, not yet yielded
@@ -100,7 +93,7 @@ def probe(source, timeout_s: float) -> VideoInfo:
             ffmpeg.input(_ffmpeg_path_arg(path))
             .output("-", format="null", map="0:v:0", c="copy", progress="pipe:1")
             .global_args("-nostdin", "-hide_banner", "-nostats", "-loglevel", "level+info")
-            .compile(cmd=ffmpeg_exe())
+            .compile(cmd=_ffmpeg())
         )
         try:
             done = _run_ffmpeg(lambda c: subprocess.run(c, capture_output=True, timeout=timeout_s),
@@ -250,7 +243,7 @@ class _FrameStream:
     """One ffmpeg process decoding a video to raw RGB frames at `size`, read frame by frame.
 
     stderr is drained by a thread (so ffmpeg never blocks on a full pipe); a watchdog kills the
-    process at the deadline (frames.deadline_s over the frames delivered so far: it grows with the
+    process at the deadline (frame_plan.deadline_s over the frames delivered so far: it grows with the
     video actually decoded, whatever duration the header claims); the process is always reaped on
     exit.
     """
@@ -274,7 +267,7 @@ class _FrameStream:
             )
             # verbose: the filter graph's line carries the exact frame rate (frame_rate()).
             .global_args("-nostdin", "-hide_banner", "-nostats", "-loglevel", "level+verbose")
-            .compile(cmd=ffmpeg_exe())
+            .compile(cmd=_ffmpeg())
         )
         self._stderr: list[str] = []
         self._header_seen = threading.Event()

@@ -1,7 +1,7 @@
 """The in-process PyAV decoding backend (default, `--decoder pyav`); PyAV's wheels bundle FFmpeg.
 
 Decodes only what the clips need: the frame count and time base come from the container
-(a packet count when the container has none), frames.plan_windows picks the indices, and the
+(a packet count when the container has none), frame_plan.plan_windows picks the indices, and the
 decoder runs forward to each selected frame, converting and scaling (one swscale call, area
 filter, as the CLI backend's `scale=W:H:flags=area`) only the frames kept. When the next target is
 further away than the keyframe interval seen so far, it seeks to the keyframe before the target
@@ -25,8 +25,8 @@ import av.filter
 import av.logging
 import numpy as np
 
-from .frames import (MIN_DECODED_SHARE, Segment, VideoDecodeError, VideoInfo, deadline_s,
-                     make_segment, plan_windows, reject_non_video)
+from .frame_plan import (MIN_DECODED_SHARE, Segment, VideoDecodeError, VideoInfo, deadline_s,
+                         make_segment, plan_windows, reject_non_video)
 
 # Seek only when the target is at least this many frames past the current one (and past the
 # keyframe interval seen so far): a seek flushes the decoder and re-reads from a keyframe.
@@ -234,7 +234,7 @@ class _Video:
         self.seekable = bool(getattr(self._source, "seekable", lambda: True)())
         self.announced_frames = stream.frames or self._count_packets()
         # The deadline follows the frames the demuxer indexed or counted (what decoding walks),
-        # not the header's duration, which can claim anything (frames.DEFAULT_TIMEOUT_S).
+        # not the header's duration, which can claim anything (frame_plan.DEFAULT_TIMEOUT_S).
         self._allowed_s = deadline_s(self._timeout_s, float(self.announced_frames / self.fps))
 
     def __exit__(self, *exc) -> None:

@@ -3,7 +3,7 @@
 VIDPIPE_TEST_PAUSE_AT=<moment> makes the process that reaches `pause("<moment>")` say so on stderr
 ("vidpipe test hook: paused at <moment>") and sleep VIDPIPE_TEST_PAUSE_S seconds (default 60),
 once per process. Moments: decoding (a decode task), writing (a staged-file writer task),
-before_commit, after_intent and mid_publish (the driver). Unset, as everywhere outside the
+before_commit, before_intent, after_intent and mid_publish (the driver). Unset, as everywhere outside the
 tests, nothing happens. `ray_runtime.ensure_ray` hands the variables to the job's workers.
 """
 

@@ -33,7 +33,7 @@ from .listing import listing_dataset
 from .model_store import LoadedModel, load_model
 from .models import TOP_K, for_inference, predict_probs
 from .progress import Progress, report
-from .rows import error_row, prediction_row, rows_to_table
+from .rows import error_row, is_first_row, prediction_row, rows_to_table
 from .segments import VideoWindows, clip_arrays, decode_task, decode_video
 
 ROWS_PER_FILE = 50_000  # prediction rows per Parquet file
@@ -182,7 +182,7 @@ def videos_per_task(video_count: int | None, cpus: int) -> int:
 def _rows_with_retry(rows: list[dict], records: list[dict], progress) -> pa.Table:
     """The rows of `records` (one each, in order) as a table plus the records' `retry`; counts
     the videos they finish (a video's first segment, or its one error record, is segment 0)."""
-    report(progress, "done", sum(record["segment"] == 0 for record in records))
+    report(progress, "done", sum(is_first_row(record) for record in records))
     return rows_to_table(rows).append_column(
         "retry", pa.array([record["retry"] for record in records], pa.bool_()))
 
@@ -276,17 +276,31 @@ def classify_task(videos: pa.Table, checkpoint, lineage, frames: int, size: int,
 def stage_rows(rows, staging: str, keep_retry: bool, state_rows=None,
                rows_per_file: int = ROWS_PER_FILE) -> list[dict]:
     """Write prediction rows as Parquet files under `staging` (tasks, commit.write_staged) and
-    return the manifest: one dict per staged file, in no particular order."""
+    return the manifest: one dict per batch, in no particular order; a batch whose rows were all
+    left out (storage failures in a scan) has no data file but still counts them."""
     manifest = rows.map_batches(commit.write_staged, batch_size=rows_per_file,
                                 batch_format="pyarrow",
                                 fn_kwargs={"staging": staging, "keep_retry": keep_retry,
                                            "state_rows": state_rows})
-    return [entry for entry in manifest.take_all() if entry["data_file"]]
+    return manifest.take_all()
 
 
 def manifest_totals(manifest: list[dict]) -> dict:
     keys = ("rows", "segments", "ok_videos", "error_videos", "retry_videos")
     return {key: sum(entry[key] for entry in manifest) for key in keys}
+
+
+def staged_files(manifest: list[dict], column: str = "data_file") -> list[str]:
+    """The staged files of a manifest, sorted (batches that wrote none are left out)."""
+    return sorted(entry[column] for entry in manifest if entry[column])
+
+
+def check_error_share(failed: int, planned: int, threshold: float, output: str) -> None:
+    """Raise TooManyErrors (after the commit) when more than `threshold` of the planned videos
+    could not be read, undecodable or storage failures alike."""
+    if planned and failed / planned > threshold:
+        raise TooManyErrors(f"{failed} of {planned} videos could not be read (threshold "
+                            f"{threshold:.0%}); the rows of the others were committed to {output}")
 
 
 def classify(input_uri: str, output_uri: str, model_ref: str, *, window_seconds: float | None = None,
@@ -296,50 +310,52 @@ def classify(input_uri: str, output_uri: str, model_ref: str, *, window_seconds:
              decode_timeout_s: float = DEFAULT_TIMEOUT_S, say=None) -> dict:
     """listing -> predictions -> committed Parquet files in OUTPUT (OUTPUT/*.parquet).
 
-    Files are staged under OUTPUT/_staging and committed (commit.py); a rerun replaces the files
-    of earlier classify runs into the same OUTPUT rather than adding to them. Raises
-    TooManyErrors after committing when the share of unreadable videos exceeds `error_threshold`.
+    The run holds OUTPUT's lease and commits through commit.OutputWriter, as a scan does; a
+    rerun replaces the files of earlier classify runs into the same OUTPUT rather than adding to
+    them. A video whose read failed on storage gets an error row (and counts in `retry`). Raises
+    lease.LeaseHeld when another run writes OUTPUT, TooManyErrors after committing when the share
+    of unreadable videos exceeds `error_threshold`.
     """
     from .ray_runtime import NodeLog, ensure_ray
 
+    say = say or (lambda line: None)
     started = time.perf_counter()
     loaded = load_model(model_ref, mlflow_uri)  # resolve the REF once, ship the bytes
-    ensure_ray(ray_address)
-    check_nodes(input_uri, decoder)  # a node that cannot decode fails the job now, not per video
     run_id = commit.new_run_id()
-    # No lease for classify: roll forward what crashed classify runs left, delete no one's staging.
-    commit.recover(output_uri, run_id, discard_staging=False)
-    staging = commit.staging_dir(output_uri, run_id)
-    nodes = NodeLog()
-    try:
-        with Progress(say or (lambda line: None)) as progress:
-            rows = predictions(listing_dataset(input_uri, progress.handle), loaded, window_seconds,
-                               batch_size, num_actors, nodes, progress.handle, decoder=decoder,
-                               decode_timeout_s=decode_timeout_s)
-            manifest = stage_rows(rows, staging, keep_retry=True, rows_per_file=rows_per_file)
-        node_ids = nodes.nodes()
-    finally:
-        nodes.close()
-    totals = manifest_totals(manifest)
-    videos = totals["ok_videos"] + totals["error_videos"]
-    if not videos:
-        storage.remove(staging, recursive=True)
-        raise FileNotFoundError(f"no videos found under {input_uri}")
-    errors = totals["error_videos"]
-    seconds = time.perf_counter() - started
-    earlier = [path for record in commit.committed_records(output_uri)
-               if record.get("kind") == "classify" for path in record.get("files", [])]
-    files = [(entry["data_file"],
-              storage.join(output_uri, f"{run_id}-{posixpath.basename(entry['data_file'])}"))
-             for entry in sorted(manifest, key=lambda entry: entry["data_file"])]
-    summary = {"videos": videos, "segments": totals["segments"], "errors": errors,
-               "wall_s": round(seconds, 3), "videos_per_s": round(videos / seconds, 3),
-               "output": output_uri, "nodes": node_ids, "model_name": loaded.lineage.model_name,
-               "model_version": loaded.lineage.model_version}
-    commit.commit(output_uri, run_id, files,
-                  {"kind": "classify", "run_id": run_id, "input": input_uri, **summary,
-                   "files": [final for _, final in files]}, replaces=earlier)
-    if errors / videos > error_threshold:
-        raise TooManyErrors(f"{errors} of {videos} videos could not be read "
-                            f"(threshold {error_threshold:.0%}); rows written to {output_uri}")
+    with commit.OutputWriter(output_uri, run_id) as writer:
+        if writer.recovered:
+            say(f"rolled forward crashed run(s) {', '.join(writer.recovered)}")
+        ensure_ray(ray_address)
+        check_nodes(input_uri, decoder)  # a node that cannot decode fails the job now
+        nodes = NodeLog()
+        try:
+            with Progress(say) as progress:
+                rows = predictions(listing_dataset(input_uri, progress.handle), loaded,
+                                   window_seconds, batch_size, num_actors, nodes, progress.handle,
+                                   decoder=decoder, decode_timeout_s=decode_timeout_s)
+                manifest = stage_rows(rows, writer.staging, keep_retry=True,
+                                      rows_per_file=rows_per_file)
+            node_ids = nodes.nodes()
+        finally:
+            nodes.close()
+        totals = manifest_totals(manifest)
+        videos = totals["ok_videos"] + totals["error_videos"]
+        if not videos:
+            raise FileNotFoundError(f"no videos found under {input_uri}")
+        seconds = time.perf_counter() - started
+        earlier = [path for record in commit.committed_records(output_uri)
+                   if record.get("kind") == "classify" for path in record.get("files", [])]
+        files = [(uri, storage.join(output_uri, f"{run_id}-{posixpath.basename(uri)}"))
+                 for uri in staged_files(manifest)]
+        summary = {"videos": videos, "segments": totals["segments"],
+                   "errors": totals["error_videos"], "retry": totals["retry_videos"],
+                   "wall_s": round(seconds, 3), "videos_per_s": round(videos / seconds, 3),
+                   "output": output_uri, "nodes": node_ids,
+                   "model_name": loaded.lineage.model_name,
+                   "model_version": loaded.lineage.model_version,
+                   "recovered": writer.recovered}
+        writer.commit(files, {"kind": "classify", "run_id": run_id, "input": input_uri,
+                              **summary, "files": [final for _, final in files]},
+                      replaces=earlier)
+    check_error_share(summary["errors"], videos, error_threshold, output_uri)
     return summary

@@ -14,6 +14,8 @@ import os
 import socket
 import tempfile
 
+from .ffmpeg_binary import ffmpeg_exe
+
 # errno values that say "this machine", not "this video".
 MACHINE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENOMEM}
 
@@ -59,8 +61,6 @@ def check_this_node(local_input: str | None, decoder: str = "ffmpeg") -> str | N
     """What stops this node from decoding videos with `decoder` (None: nothing): the decoder
     (PyAV importable; or ffmpeg runnable, with room for the temp files it reads), the INPUT."""
     import subprocess
-
-    from .frames import ffmpeg_exe
 
     where = f"node {node_name()}"
     if decoder == "pyav":

@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 PREDICTION_SCHEMA = pa.schema([
     ("video_uri", pa.string()),
@@ -95,6 +96,17 @@ def error_row(record: dict, reason: str, lineage: Lineage) -> dict:
         "error": reason,
         "processed_at": datetime.now(timezone.utc),
     }
+
+
+def first_rows(rows: pa.Table) -> pa.ChunkedArray:
+    """Mask of the one row per video among prediction or segment rows: segment 0 (a video that
+    could not be read has only that row). Counting videos means counting these."""
+    return pc.equal(rows["segment"], 0)
+
+
+def is_first_row(row: dict) -> bool:
+    """`first_rows` for one row as a dict."""
+    return row["segment"] == 0
 
 
 def rows_to_table(rows: list[dict]) -> pa.Table:

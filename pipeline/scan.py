@@ -7,17 +7,19 @@ Layout under OUTPUT:
     _state/<run_id>/part-<hash>.parquet   what a committed run settled, one STATE_SCHEMA row per
         video: ok / error (processed), deleted (gone from the archive), restored (back again)
     _runs/<run_id>.json                   the run record, which is also the commit record
-    _runs/<run_id>.intent.json, _staging/<run_id>/   a run in flight or crashed (commit.py)
-    _lease.json                           one scan at a time (lease.py)
+    _runs/<run_id>.intent.json, _staging/<run_id>/, _replaced/<run_id>/   a run in flight or
+        crashed (commit.py)
+    _lease.json                           one writer at a time, the fence of the commit (lease.py)
 
-One run: take the lease -> finish what crashed runs left (commit.recover) -> plan: the listing
-(listing.listing_dataset) and the committed state, diffed per video_uri by a Ray Data keyed
-aggregation (`diff_dataset`: a summary of each block's rows of a URI, merged, then decided, so the
-plan does not depend on how Ray splits rows into blocks) into new / changed / reprocess /
-unchanged / deleted / restored, written to staging -> count the plan (Ray aggregation) ->
-predictions for the new, changed and reprocessed videos (inference.predictions), staged with one
-state row per video -> per-class counts and mean score (Ray aggregation) -> run record with the
-drift against the last scan -> check the lease -> commit -> MLflow.
+One run, through commit.OutputWriter as classify's: take the lease -> finish what crashed runs
+left (commit.recover) -> plan: the listing (listing.listing_dataset) and the committed state,
+diffed per video_uri by a Ray Data keyed aggregation (`diff_dataset`: a summary of each block's
+rows of a URI, merged, then decided, so the plan does not depend on how Ray splits rows into
+blocks) into new / changed / reprocess / unchanged / deleted / restored, written to staging ->
+count the plan (Ray aggregation) -> predictions for the new, changed and reprocessed videos
+(inference.predictions), staged with one state row per video -> per-class counts and mean score
+(Ray aggregation) -> run record (ScanRecord) with the drift against the last scan -> commit (its
+commit point is a compare-and-swap on the lease) -> MLflow.
 
 What counts as done: an (video_uri, video_etag) with an ok or error state row (an undecodable video
 is not retried until its ETag changes). By default under any model, so a new champion does not
@@ -38,7 +40,7 @@ import resource
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timezone
 from functools import partial
 
@@ -47,11 +49,13 @@ import pyarrow.compute as pc
 
 from . import commit, faults, storage
 from .frames import DEFAULT_TIMEOUT_S
-from .inference import TooManyErrors, manifest_totals, predictions, stage_rows
+from .inference import (check_error_share, manifest_totals, predictions, stage_rows,
+                        staged_files)
 from .infrastructure import check_nodes
 from .listing import listing_dataset
 from .model_store import load_model
 from .progress import Progress
+from .rows import first_rows
 
 PREDICTIONS = "predictions"
 STATE = "_state"
@@ -355,7 +359,7 @@ def _sums_by(dataset, key: str, columns: list[str]) -> dict[str, dict[str, float
 def state_rows(written: pa.Table, run_id: str) -> pa.Table:
     """commit.write_staged's state file: one row per video of the written rows (its segment 0
     row; every processed video has exactly one), status ok or error."""
-    first = written.filter(pc.equal(written["segment"], 0))
+    first = written.filter(first_rows(written))
     return pa.table({
         "video_uri": first["video_uri"], "video_etag": first["video_etag"],
         "video_bytes": first["video_bytes"], "model_name": first["model_name"],
@@ -391,125 +395,182 @@ def _read_parquet(uris: list[str] | str, columns: list[str] | None = None):
 # --- the run ------------------------------------------------------------------------------------
 
 
+@dataclass
+class ScanRecord:
+    """What one scan did: its run record, written as the commit record (`_runs/<run_id>.json`),
+    printed by --json and logged to MLflow."""
+
+    run_id: str
+    scan_date: str
+    archive: str
+    output: str
+    model: str
+    model_name: str
+    model_version: str
+    window_seconds: float
+    reprocess_on_model_change: bool
+    dry_run: bool
+    started_at: str
+    kind: str = "scan"
+    recovered: list[str] = field(default_factory=list)
+    # the plan: videos per change (count_changes)
+    listed: int = 0
+    new: int = 0
+    changed: int = 0
+    reprocess: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    restored: int = 0
+    # the work: planned = new + changed + reprocess; each is processed (ok or error) or retried
+    planned: int = 0
+    processed: int = 0
+    errors: int = 0
+    retry: int = 0
+    segments: int = 0
+    nodes: list[str] = field(default_factory=list)
+    classes: dict = field(default_factory=dict)
+    drift_tvd: float | None = None
+    drift_against: str | None = None
+    files: list[str] = field(default_factory=list)
+    state_files: list[str] = field(default_factory=list)
+    plan_s: float = 0.0
+    process_s: float = 0.0
+    stats_s: float = 0.0
+    wall_s: float = 0.0
+    videos_per_s: float = 0.0
+    driver_peak_rss_mb: float = 0.0
+    mlflow_run_id: str | None = None
+
+    def count_plan(self, counts: dict[str, int]) -> None:
+        for change in (*CHANGES, "listed"):
+            setattr(self, change, counts[change])
+        self.planned = sum(counts[change] for change in WORK)
+
+    def finish(self, started: float) -> None:
+        self.wall_s = round(time.perf_counter() - started, 3)
+        self.videos_per_s = round(self.processed / self.wall_s, 3) if self.wall_s else 0.0
+        self.driver_peak_rss_mb = round(
+            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
 def run_scan(request: ScanRequest, say: Callable[[str], None]) -> dict:
-    """One scan; returns its run record. Raises LeaseHeld when another scan holds OUTPUT,
-    TooManyErrors after committing when too many of the processed videos are unreadable."""
-    from .lease import Lease
+    """One scan; returns its committed run record. Raises LeaseHeld when another run writes
+    OUTPUT, TooManyErrors after committing when more than the threshold of the planned videos
+    could not be read (undecodable, or storage failures left for the next scan)."""
     from .ray_runtime import ensure_ray
 
     started = time.perf_counter()
     started_at = datetime.now(timezone.utc)
     loaded = load_model(request.model, request.mlflow_uri)
     scan_date = request.scan_date or started_at.date()
-    run_id = commit.new_run_id(started_at)
-    ensure_ray(request.ray_address)
-    if not request.dry_run:  # a node that cannot decode fails the scan now, not per video
-        check_nodes(request.archive, request.decoder)
-    _configure_ray_data()
-    record = {"kind": "scan", "run_id": run_id, "scan_date": scan_date.isoformat(),
-              "archive": request.archive, "output": request.output, "model": request.model,
-              "model_name": loaded.lineage.model_name,
-              "model_version": loaded.lineage.model_version,
-              "window_seconds": loaded.config.window_seconds(request.window_seconds),
-              "reprocess_on_model_change": request.reprocess_on_model_change,
-              "dry_run": request.dry_run, "started_at": started_at.isoformat()}
+    record = ScanRecord(
+        run_id=commit.new_run_id(started_at), scan_date=scan_date.isoformat(),
+        archive=request.archive, output=request.output, model=request.model,
+        model_name=loaded.lineage.model_name, model_version=loaded.lineage.model_version,
+        window_seconds=loaded.config.window_seconds(request.window_seconds),
+        reprocess_on_model_change=request.reprocess_on_model_change, dry_run=request.dry_run,
+        started_at=started_at.isoformat())
     if request.dry_run:  # reads only: no lease, no recovery, nothing written
+        ensure_ray(request.ray_address)
+        _configure_ray_data()
         records = commit.committed_records(request.output)
-        plan = plan_dataset(request.archive, _state_files(records), record["model_version"],
+        plan = plan_dataset(request.archive, _state_files(records), record.model_version,
                             request.reprocess_on_model_change, _partitions(records),
-                            model_name=record["model_name"])
-        record.update(count_changes(plan))
+                            model_name=record.model_name)
+        record.count_plan(count_changes(plan))
         say(_describe_plan(record))
-        return _finish_record(record, started, processed=0)
-    with Lease(request.output, run_id, request.lease_seconds) as lease:
-        recovered = commit.recover(request.output, run_id)
-        if recovered:
-            say(f"rolled forward crashed run(s) {', '.join(recovered)}")
-        record, tracking = _run(request, {**record, "recovered": recovered}, loaded, lease, say,
-                                started)
-    _track(tracking, record)
-    processed = record["processed"]
-    if processed and record["errors"] / processed > request.error_threshold:
-        raise TooManyErrors(f"{record['errors']} of {processed} videos could not be read "
-                            f"(threshold {request.error_threshold:.0%}); rows committed to "
-                            f"{request.output}")
-    return record
+        record.finish(started)
+        return record.as_dict()
+    with commit.OutputWriter(request.output, record.run_id, request.lease_seconds) as writer:
+        if writer.recovered:
+            say(f"rolled forward crashed run(s) {', '.join(writer.recovered)}")
+        record.recovered = writer.recovered
+        ensure_ray(request.ray_address)
+        check_nodes(request.archive, request.decoder)  # a node that cannot decode fails now
+        _configure_ray_data()
+        committed, tracking = _run(request, record, loaded, writer, say, started)
+    _track(tracking, committed)
+    check_error_share(committed["errors"] + committed["retry"], committed["planned"],
+                      request.error_threshold, request.output)
+    return committed
 
 
-def _run(request: ScanRequest, record: dict, loaded, lease, say, started: float):
+def _run(request: ScanRequest, record: ScanRecord, loaded, writer, say, started: float):
     """The scan under the lease: plan, process, stage, commit. Returns (committed record, its
     MLflow run)."""
     from .ray_runtime import NodeLog
 
-    output, run_id = request.output, record["run_id"]
-    staging = commit.staging_dir(output, run_id)
+    output, run_id, staging = request.output, record.run_id, writer.staging
     phase = time.perf_counter()
     records = commit.committed_records(output)
     plan_uri = storage.join(staging, "plan")
     plan_path, plan_fs = storage.arrow_destination(plan_uri)
-    (plan_dataset(request.archive, _state_files(records), record["model_version"],
+    (plan_dataset(request.archive, _state_files(records), record.model_version,
                   request.reprocess_on_model_change, _partitions(records),
-                  model_name=record["model_name"])
+                  model_name=record.model_name)
      .write_parquet(plan_path, filesystem=plan_fs))
     planned = storage.list_names(plan_uri)
-    record.update(count_changes(_read_parquet(plan_uri)) if planned else _no_changes())
+    record.count_plan(count_changes(_read_parquet(plan_uri)) if planned else _no_changes())
     say(_describe_plan(record))
-    record["plan_s"], phase = round(time.perf_counter() - phase, 3), time.perf_counter()
-    if record["listed"] == 0:
-        storage.remove(staging, recursive=True)
+    record.plan_s, phase = round(time.perf_counter() - phase, 3), time.perf_counter()
+    if record.listed == 0:
         raise FileNotFoundError(f"no videos found under {request.archive}; nothing committed")
 
-    manifest, nodes = [], []
-    if work_count := sum(record[change] for change in WORK):
+    manifest = []
+    if record.planned:
         log = NodeLog()
         try:
-            with Progress(say, total=work_count) as progress:
+            with Progress(say, total=record.planned) as progress:
                 work = _read_parquet(plan_uri).filter(
                     expr=_column("change").is_in(list(WORK)))
                 rows = predictions(work, loaded, request.window_seconds, request.batch_size,
                                    request.num_actors, log, progress.handle,
                                    decoder=request.decoder,
                                    decode_timeout_s=request.decode_timeout_s,
-                                   video_count=work_count)
+                                   video_count=record.planned)
                 manifest = stage_rows(rows, staging, keep_retry=False,
                                       state_rows=partial(state_rows, run_id=run_id),
                                       rows_per_file=request.rows_per_file)
-            nodes = log.nodes()
+            record.nodes = log.nodes()
         finally:
             log.close()
-    record["process_s"], phase = round(time.perf_counter() - phase, 3), time.perf_counter()
+    record.process_s, phase = round(time.perf_counter() - phase, 3), time.perf_counter()
     recorded = []
-    if any(record[change] for change in STATE_CHANGES):
-        recorded = _stage_recorded_state(plan_uri, staging, record["model_version"], run_id)
+    if record.deleted or record.restored:
+        recorded = _stage_recorded_state(plan_uri, staging, record.model_version, run_id)
     faults.pause("before_commit")
 
     totals = manifest_totals(manifest)
-    data_files = sorted(entry["data_file"] for entry in manifest)
-    state_files = sorted([entry["state_file"] for entry in manifest] + recorded)
-    record.update({"processed": totals["ok_videos"] + totals["error_videos"],
-                   "errors": totals["error_videos"], "retry": totals["retry_videos"],
-                   "segments": totals["segments"], "nodes": nodes,
-                   "classes": class_stats(data_files)})
-    record.update(_drift(record["classes"], records))
-    partition = storage.join(output, PREDICTIONS, f"scan_date={record['scan_date']}")
+    data_files = staged_files(manifest)
+    state_files = sorted(staged_files(manifest, "state_file") + recorded)
+    record.processed = totals["ok_videos"] + totals["error_videos"]
+    record.errors, record.retry = totals["error_videos"], totals["retry_videos"]
+    record.segments = totals["segments"]
+    record.classes = class_stats(data_files)
+    record.drift_tvd, record.drift_against = _drift(record.classes, records)
+    partition = storage.join(output, PREDICTIONS, f"scan_date={record.scan_date}")
     publish = ([(uri, storage.join(partition, f"{run_id}-{posixpath.basename(uri)}"))
                 for uri in data_files]
                + [(uri, storage.join(output, STATE, run_id, posixpath.basename(uri)))
                   for uri in state_files])
-    record["files"] = [final for _, final in publish[:len(data_files)]]
-    record["state_files"] = [final for _, final in publish[len(data_files):]]
-    record["stats_s"] = round(time.perf_counter() - phase, 3)
-    record = _finish_record(record, started, processed=record["processed"])
-    tracking = _start_tracking(request, record, say)
-    record["mlflow_run_id"] = tracking.run_id
+    record.files = [final for _, final in publish[:len(data_files)]]
+    record.state_files = [final for _, final in publish[len(data_files):]]
+    record.stats_s = round(time.perf_counter() - phase, 3)
+    record.finish(started)
+    tracking = _start_tracking(request, record.as_dict(), say)
+    record.mlflow_run_id = tracking.run_id
     try:
-        lease.check()  # still ours: nobody else can have planned against the state we commit to
-        committed = commit.commit(output, run_id, publish, record)
+        committed = writer.commit(publish, record.as_dict())
     except BaseException:
         tracking.end(ok=False)
         raise
-    say(f"committed {run_id}: {record['processed']} videos processed, {record['errors']} errors, "
-        f"{record['retry']} to retry, {record['deleted']} deleted, drift {record['drift_tvd']}")
+    drift = "none (nothing to compare)" if record.drift_tvd is None else f"{record.drift_tvd:g}"
+    say(f"committed {run_id}: {record.processed} of {record.planned} planned videos processed, "
+        f"{record.errors} errors, {record.retry} to retry, {record.deleted} deleted, "
+        f"drift {drift}")
     return committed, tracking
 
 
@@ -569,30 +630,22 @@ def _partitions(records: list[dict]) -> int:
     return max(2 * cpus, min(1024, math.ceil(listed / 100_000)))
 
 
-def _drift(classes: dict, records: list[dict]) -> dict:
-    """Total variation distance between this run's class shares and the last scan's that
-    classified anything (None when either has none)."""
+def _drift(classes: dict, records: list[dict]) -> tuple[float | None, str | None]:
+    """(total variation distance between this run's class shares and those of the last scan
+    that classified anything, that scan's run id); the distance is None when either has none."""
     previous = next((r for r in reversed(records) if r.get("kind") == "scan" and r.get("classes")),
                     None)
     if not classes or previous is None:
-        return {"drift_tvd": None, "drift_against": previous["run_id"] if previous else None}
+        return None, previous["run_id"] if previous else None
     shares = {label: stats["share"] for label, stats in classes.items()}
     before = {label: stats["share"] for label, stats in previous["classes"].items()}
-    return {"drift_tvd": round(tvd(shares, before), 6), "drift_against": previous["run_id"]}
+    return round(tvd(shares, before), 6), previous["run_id"]
 
 
-def _finish_record(record: dict, started: float, processed: int) -> dict:
-    seconds = time.perf_counter() - started
-    return {**record, "processed": processed, "wall_s": round(seconds, 3),
-            "videos_per_s": round(processed / seconds, 3) if seconds else 0.0,
-            "driver_peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
-
-
-def _describe_plan(record: dict) -> str:
-    return (f"{record['archive']}: {record['listed']} videos listed; {record['new']} new, "
-            f"{record['changed']} changed, {record['reprocess']} to reprocess, "
-            f"{record['unchanged']} unchanged, {record['deleted']} deleted, "
-            f"{record['restored']} restored")
+def _describe_plan(record: ScanRecord) -> str:
+    return (f"{record.archive}: {record.listed} videos listed; {record.new} new, "
+            f"{record.changed} changed, {record.reprocess} to reprocess, "
+            f"{record.unchanged} unchanged, {record.deleted} deleted, {record.restored} restored")
 
 
 # --- MLflow (best effort: a tracking outage never costs a scan) ---------------------------------
@@ -615,7 +668,8 @@ def _track(run, record: dict) -> None:
                     "window_seconds": record["window_seconds"],
                     "reprocess_on_model_change": record["reprocess_on_model_change"]})
     metrics = {key: record[key] for key in ("listed", "new", "changed", "reprocess", "unchanged",
-                                            "deleted", "restored", "processed", "errors", "retry",
+                                            "deleted", "restored", "planned", "processed",
+                                            "errors", "retry",
                                             "segments", "wall_s", "videos_per_s")}
     if record.get("drift_tvd") is not None:
         metrics["drift_tvd"] = record["drift_tvd"]

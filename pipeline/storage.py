@@ -228,6 +228,30 @@ def write_bytes(uri: str, data: bytes) -> None:
         fs.pipe_file(path, data)
 
 
+def create_json(uri: str, value) -> bool:
+    """Write JSON only if nothing is at `uri` yet, atomically (local: a hard link of a finished
+    temp file; S3: a PUT with If-None-Match: *). Returns False, writing nothing, when something is."""
+    data = json.dumps(value, indent=1, default=str).encode()
+    fs, path = filesystem(uri)
+    if is_local(uri):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return False
+        finally:
+            os.remove(tmp)
+        return True
+    try:
+        fs.pipe_file(path, data, mode="create")
+    except FileExistsError:
+        return False
+    return True
+
+
 def read_json(uri: str):
     """The JSON at `uri`, or None when there is none."""
     fs, path = filesystem(uri)

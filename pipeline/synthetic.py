@@ -27,7 +27,7 @@ import ffmpeg
 import numpy as np
 
 from .errors import InvalidInput
-from .frames import ffmpeg_exe
+from .ffmpeg_binary import ffmpeg_exe
 from .storage import filesystem
 
 # class name -> (dx, dy, zoom, spin): the sign of each motion, in pixels, log-scale and radians.

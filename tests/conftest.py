@@ -17,7 +17,7 @@ from videos import write_bad_inputs  # noqa: E402
 
 from pipeline.synthetic import make_corpus  # noqa: E402
 
-pytest_plugins = ["fixtures.s3", "fixtures.mlflow_server", "fixtures.ray_cluster"]
+pytest_plugins = ["fixtures.s3", "fixtures.s3_proxy", "fixtures.mlflow_server", "fixtures.ray_cluster"]
 
 # The AWS credential chain of the test session: dummy keys for the loopback S3 server, set before
 # any Ray worker starts so that workers inherit them as they would a node's credentials.

@@ -27,8 +27,8 @@ def test_amp_training_on_the_cpu_is_float32_and_still_learns():
     checks.amp_training_step_reduces_loss(CPU)
 
 
-def test_all_reduce_on_a_gloo_group_of_one():
-    checks.all_reduce_world_size_one("gloo")
+def test_all_reduce_across_two_gloo_ranks():
+    checks.all_reduce_across_two_ranks("gloo")
 
 
 def test_mixed_precision_on_and_off_agree_on_the_cpu():
@@ -47,7 +47,7 @@ def test_gpu_suite_imports_only_torch_numpy_and_the_package():
             "            raise ImportError('blocked: ' + name)\n"
             "sys.meta_path.insert(0, Block())\n"
             f"sys.path.insert(0, {str(Path(__file__).parent / 'gpu')!r})\n"
-            "import checks, test_cuda\n")
+            "import checks, test_all_reduce, test_cuda\n")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 0, done.stderr[-2000:]

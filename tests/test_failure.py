@@ -21,7 +21,7 @@ from mlflow.exceptions import MlflowException
 
 from pipeline import tracking
 from pipeline.errors import InvalidInput
-from pipeline.decode_ffmpeg import ffmpeg_exe
+from pipeline.ffmpeg_binary import ffmpeg_exe
 from pipeline.frames import DECODERS, frame_rate, sample_segments
 from pipeline.infrastructure import InfrastructureError, check_this_node
 from pipeline.model_store import load_model

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.frames import ffmpeg_exe
+from pipeline.ffmpeg_binary import ffmpeg_exe
 from pipeline.synthetic import encode_h264
 
 

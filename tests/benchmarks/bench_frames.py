@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from results import record  # noqa: E402
 from videos import write_testsrc  # noqa: E402
 
-from pipeline.frames import ffmpeg_exe, probe, sample_clip  # noqa: E402
+from pipeline.ffmpeg_binary import ffmpeg_exe  # noqa: E402
+from pipeline.frames import probe, sample_clip  # noqa: E402
 
 
 def bare(files: list[Path]) -> None:

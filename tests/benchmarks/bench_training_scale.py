@@ -10,6 +10,12 @@ videos) and for all of it (2,000 videos): decode the clips once with Ray Data, a
 epoch of the default model with Ray Train on `--workers` workers, sampling the resident memory
 (RSS) of the driver and of each Ray Train worker every 0.2 s. Prints training clips/s per worker
 and the peak memory at 1x and 4x, and records the ratios (bench-results.json).
+
+A worker's RSS also counts the pages of Ray's shared object store that it has touched (the clips
+arrive through it, zero-copy: RssShmem in /proc/PID/status), which grow with the corpus an epoch
+reads although they belong to the store, not to the worker, and are given back under pressure.
+The worker ratio is therefore taken on its private memory (RssAnon: heap, torch, buffers); the
+total RSS is printed beside it.
 """
 
 from __future__ import annotations
@@ -60,20 +66,25 @@ def main() -> None:
         results[share] = {"videos": len(videos), "clips": clips.count,
                           "clips_per_s_per_worker": stats.clips_per_s / args.workers,
                           "epoch_s": stats.seconds, "driver_mb": memory.driver_mb,
-                          "worker_mb": memory.worker_mb}
+                          "worker_mb": memory.worker_mb,
+                          "worker_private_mb": memory.worker_private_mb}
         print(f"{share}: {len(videos)} videos, {clips.count} clips, one epoch in "
               f"{stats.seconds:.1f} s, {stats.clips_per_s / args.workers:.1f} clips/s per worker; "
               f"peak RSS driver {memory.driver_mb:.0f} MB, workers "
-              f"{', '.join(f'{mb:.0f}' for mb in memory.worker_mb)} MB", flush=True)
+              f"{', '.join(f'{mb:.0f}' for mb in memory.worker_mb)} MB (private: "
+              f"{', '.join(f'{mb:.0f}' for mb in memory.worker_private_mb)} MB)", flush=True)
     driver_ratio = results["4x"]["driver_mb"] / results["1x"]["driver_mb"]
-    worker_ratio = max(results["4x"]["worker_mb"]) / max(results["1x"]["worker_mb"])
-    print(f"peak memory 4x / 1x corpus: driver {driver_ratio:.2f}, worker {worker_ratio:.2f}")
+    worker_ratio = (max(results["4x"]["worker_private_mb"])
+                    / max(results["1x"]["worker_private_mb"]))
+    total_ratio = max(results["4x"]["worker_mb"]) / max(results["1x"]["worker_mb"])
+    print(f"peak memory 4x / 1x corpus: driver {driver_ratio:.2f}, worker private {worker_ratio:.2f} "
+          f"(worker RSS with the object store's shared pages: {total_ratio:.2f})")
     note = (f"50 classes, {args.workers} Ray Train workers, one epoch; peak RSS at 2,000 vs 500 "
             f"videos")
     record("training clips/s per worker (50 classes, 2,000 videos)",
            results["4x"]["clips_per_s_per_worker"], note=note)
     record("training driver memory, 4x corpus vs 1x", driver_ratio, 1.25, False, note)
-    record("training worker memory, 4x corpus vs 1x", worker_ratio, 1.25, False, note)
+    record("training worker private memory, 4x corpus vs 1x", worker_ratio, 1.25, False, note)
 
 def _corpus(root: Path):
     """50 class folders of 40 videos, hard links to 360 distinct ones (see the module doc)."""
@@ -96,7 +107,7 @@ class _PeakMemory:
 
     def __enter__(self):
         self._stop = threading.Event()
-        self.driver_mb, self._workers = 0.0, {}
+        self.driver_mb, self._workers, self._private = 0.0, {}, {}
         self._thread = threading.Thread(target=self._sample, daemon=True)
         self._thread.start()
         return self
@@ -109,29 +120,37 @@ class _PeakMemory:
     def worker_mb(self) -> list[float]:
         return sorted(self._workers.values(), reverse=True)
 
+    @property
+    def worker_private_mb(self) -> list[float]:
+        return sorted(self._private.values(), reverse=True)
+
     def _sample(self) -> None:
         while not self._stop.wait(0.2):
-            self.driver_mb = max(self.driver_mb, _rss_mb(os.getpid()) or 0.0)
+            self.driver_mb = max(self.driver_mb, _memory_mb(os.getpid())["VmRSS"])
             for pid in (int(name) for name in os.listdir("/proc") if name.isdigit()):
                 try:
                     with open(f"/proc/{pid}/cmdline", "rb") as handle:
                         title = handle.read().replace(b"\0", b" ").decode(errors="replace")
                 except OSError:  # gone meanwhile
                     continue
-                if title.startswith("ray::RayTrainWorker") and (rss := _rss_mb(pid)):
-                    self._workers[pid] = max(self._workers.get(pid, 0.0), rss)
+                if title.startswith("ray::RayTrainWorker") and (memory := _memory_mb(pid)):
+                    self._workers[pid] = max(self._workers.get(pid, 0.0), memory["VmRSS"])
+                    self._private[pid] = max(self._private.get(pid, 0.0), memory["RssAnon"])
 
 
-def _rss_mb(pid: int) -> float | None:
-    """Resident memory of a process from /proc (Linux), None if it is gone."""
+def _memory_mb(pid: int) -> dict[str, float]:
+    """VmRSS and RssAnon of a process from /proc (Linux), in MB; empty if it is gone."""
+    found = {}
     try:
         with open(f"/proc/{pid}/status") as handle:
             for line in handle:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
+                name = line.split(":", 1)[0]
+                if name in ("VmRSS", "RssAnon"):
+                    found[name] = int(line.split()[1]) / 1024
     except OSError:
-        return None
-    return None
+        return {}
+    return found if len(found) == 2 else {}
+
 
 if __name__ == "__main__":
     main()

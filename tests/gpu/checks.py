@@ -101,17 +101,36 @@ def amp_training_step_reduces_loss(device: torch.device) -> None:
     assert all(p.dtype == torch.float32 for p in model.parameters())  # float16 only in autocast
 
 
-def all_reduce_world_size_one(backend: str) -> None:
-    """devices.all_reduce on a real process group of one rank (NCCL needs CUDA tensors)."""
-    import torch.distributed as dist
+def all_reduce_across_two_ranks(backend: str) -> None:
+    """devices.all_reduce over a real process group of two ranks (two processes), each with its
+    own values: every rank must get the sum and the max of both. A group of one would not do:
+    there all_reduce is the identity, so a no-op passes. NCCL needs a GPU per rank."""
+    import torch.multiprocessing as mp
 
+    if backend == "nccl" and torch.cuda.device_count() < 2:
+        raise RuntimeError("NCCL across two ranks needs two GPUs")
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
-    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=0, world_size=1)
+    mp.spawn(_reduce_on_rank, args=(2, backend, port), nprocs=2, join=True)
+
+
+def _reduce_on_rank(rank: int, world_size: int, backend: str, port: int) -> None:
+    import datetime
+
+    import torch.distributed as dist
+
+    if backend == "nccl":
+        torch.cuda.set_device(rank)
+    # A rank that dies before joining must fail its peer within a minute, not hang the suite.
+    dist.init_process_group(backend, init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+                            world_size=world_size, timeout=datetime.timedelta(seconds=60))
     try:
-        assert devices.all_reduce([1.5, 2.0, 3.0]) == [1.5, 2.0, 3.0]
-        assert devices.all_reduce([4.25], op="max") == [4.25]
+        # rank r holds [r + 1, 10 (r + 1), -r]: with two ranks the sum is [3, 30, -1] and the max
+        # [2, 20, 0], which neither rank holds alone.
+        mine = [rank + 1.0, 10.0 * (rank + 1), -float(rank)]
+        assert devices.all_reduce(mine) == [3.0, 30.0, -1.0], (rank, mine)
+        assert devices.all_reduce(mine, op="max") == [2.0, 20.0, 0.0], (rank, mine)
     finally:
         dist.destroy_process_group()
 

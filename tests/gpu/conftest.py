@@ -1,7 +1,8 @@
 """tests/gpu: checks that need CUDA and nothing beyond torch, numpy and this package.
 
 Run with `make test-gpu` (pytest --confcutdir keeps tests/conftest.py, which needs Ray, ffmpeg and
-S3 fixtures, out of it). Without CUDA every test here is skipped, saying so.
+S3 fixtures, out of it). Without CUDA every test marked `gpu` is skipped, saying so; the
+gloo check (test_all_reduce.py) runs on the CPU.
 """
 
 from __future__ import annotations
