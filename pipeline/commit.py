@@ -118,7 +118,8 @@ def write_staged(rows: pa.Table, staging: str, keep_retry: bool,
 
 def _keys_hash(rows: pa.Table) -> str:
     keys = sorted(zip(rows["video_uri"].to_pylist(), rows["video_etag"].to_pylist(),
-                      rows["model_version"].to_pylist(), rows["segment"].to_pylist()))
+                      rows["model_name"].to_pylist(), rows["model_version"].to_pylist(),
+                      rows["segment"].to_pylist()))
     digest = hashlib.sha256()
     for key in keys:
         digest.update("\0".join(map(str, key)).encode() + b"\n")

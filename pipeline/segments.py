@@ -124,7 +124,9 @@ class VideoWindows:
             return error_record(listed, str(exc), retry=False)
         if isinstance(exc, FileNotFoundError):  # gone since listed: the next listing says what happened
             return error_record(listed, "cannot read input: deleted since it was listed", retry=True)
-        if isinstance(exc, ChangedSinceListed):  # overwritten: the next listing has its new ETag
+        # Overwritten before the read (ChangedSinceListed) or during it (s3fs's FileExpired: its
+        # pinned ETag no longer matches): the next listing has the new ETag.
+        if isinstance(exc, ChangedSinceListed) or type(exc).__name__ == "FileExpired":
             return error_record(listed, "cannot read input: changed since it was listed", retry=True)
         # storage (network, throttling, permissions): worth another try later
         return error_record(listed, f"cannot read input: {type(exc).__name__}", retry=True)

@@ -77,8 +77,10 @@ def reader_rows(output: Path) -> list[dict]:
 
 
 def assert_exactly_once(rows: list[dict]) -> None:
-    keys = [(r["video_uri"], r["video_etag"], r["model_version"], r["segment"]) for r in rows]
-    assert len(keys) == len(set(keys)), "a (video_uri, video_etag, model_version, segment) twice"
+    keys = [(r["video_uri"], r["video_etag"], r["model_name"], r["model_version"], r["segment"])
+            for r in rows]
+    assert len(keys) == len(set(keys)), \
+        "a (video_uri, video_etag, model_name, model_version, segment) twice"
 
 
 def assert_complete(rows: list[dict]) -> None:
