@@ -16,6 +16,7 @@ from .errors import InvalidInput
 from .evaluation import evaluate
 from .models import count_parameters
 from .models.checkpoint import ModelConfig, save_checkpoint
+from .redact import redact_uri
 from .tracking import TrackedRun, tracking_uri
 from .train_job import decode_split, split_data
 from .training import RunSpec, left_chance_epoch, pool_frames, train_distributed
@@ -61,7 +62,7 @@ def run_ablation(args, say) -> dict:
     stamp = time.strftime("%Y%m%d-%H%M%S")  # a fresh Ray Train run per invocation: timings must be real
     os.makedirs(args.out, exist_ok=True)
     fingerprint = dataset_fingerprint(data.train + data.val)
-    rows = []
+    rows, tracked = [], 0
     for arch in archs:
         # The same lineage as `vidpipe train` writes: a variant's checkpoint classifies in the
         # windows it was trained on and knows its training videos (evaluate's overlap warning).
@@ -93,9 +94,14 @@ def run_ablation(args, say) -> dict:
         tracking.log_metrics({key: row[key] for key in
                               ("val_accuracy", "parameters", "train_s", "seconds_per_frame")})
         tracking.end()
+        tracked += tracking.active
     table = markdown_table(rows, len(data.class_names), args.epochs or "default", args.workers)
     with open(os.path.join(args.out, "ablation.md"), "w") as handle:
         handle.write(table + "\n")
+    say(f"wrote the table (ablation.md), one checkpoint per variant ({len(rows)} ARCH.pt files) "
+        f"and their Ray Train runs (ray-train/) to {args.out}/")
+    if tracked:
+        say(f"tracked as {tracked} MLflow run(s) of experiment {args.experiment} in {redact_uri(uri)}")
     return {"rows": rows, "table": table, "out": args.out}
 
 

@@ -9,8 +9,11 @@ With --json the last line on stdout is a JSON summary. Errors are one line on st
 from __future__ import annotations
 
 import argparse
+import contextlib
+import difflib
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 
@@ -64,6 +67,44 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):  # one line, not argparse's usage block
         raise UsageError(f"{message} (see '{self.prog} --help')")
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._subparsers is not None:  # the top level: its subcommand checks its own arguments
+            return super().parse_known_args(args, namespace)
+        # A subcommand names an unknown option itself, before argparse would report a required
+        # option that the typo was meant to be, and points to its own --help for any leftover.
+        if unknown := self._unknown_options(sys.argv[1:] if args is None else args):
+            near = difflib.get_close_matches(unknown.split("=")[0], self._long_options(),
+                                             n=1, cutoff=0.8)
+            self.error(f"unrecognized argument {unknown}"
+                       + (f"; did you mean {near[0]}?" if near else ""))
+        parsed, extras = super().parse_known_args(args, namespace)
+        if extras:
+            self.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed, extras
+
+    def _long_options(self) -> list[str]:
+        return [name for action in self._actions for name in action.option_strings
+                if name.startswith("--")]
+
+    def _unknown_options(self, args: list[str]) -> str | None:
+        """The first argument that looks like an option and is none of this parser's (nor a
+        prefix of one, which argparse accepts); nothing after a bare `--`."""
+        for arg in args:
+            if arg == "--":
+                return None
+            if not arg.startswith("-") or arg == "-" or _NUMBER.fullmatch(arg):
+                continue
+            name = arg.split("=")[0]
+            if name in self._option_string_actions:
+                continue
+            if name.startswith("--") and any(option.startswith(name) for option in self._long_options()):
+                continue
+            return arg
+        return None
+
+
+_NUMBER = re.compile(r"-\d+(\.\d*)?(e-?\d+)?")  # a negative value, not an option
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -268,7 +309,6 @@ def _train(args) -> dict:
 
     say = _reporter(args)
     settings = _settings(args)
-    preflight.check_output_file(args.out)
     try:
         preflight.check_mlflow(tracking_uri(args.mlflow_uri), must_exist=False, say=say)
     except PreflightError as exc:
@@ -283,19 +323,19 @@ def _train(args) -> dict:
         max_failures=args.max_failures, storage_path=args.storage_path, name=args.name,
         cache=args.cache, window_seconds=args.window_seconds, register=args.register,
         experiment=args.experiment, mlflow_uri=args.mlflow_uri, ray_address=args.ray_address)
-    return run_training(request, say)
+    with preflight.output_file(args.out):  # last: a failed check creates no folder
+        return run_training(request, say)
 
 
 def _evaluate(args) -> dict:
     from .evaluation import run_evaluation
 
     preflight.check_model_ref(args.model, args.mlflow_uri, say=_reporter(args))
-    if args.out:
-        preflight.check_output_folder(args.out)
-
-    return run_evaluation(args.data, args.model, out=args.out, window_seconds=args.window_seconds,
-                          mlflow_uri=args.mlflow_uri, ray_address=args.ray_address,
-                          say=_reporter(args), decoder=args.decoder)
+    with preflight.output_folder(args.out) if args.out else contextlib.nullcontext():
+        return run_evaluation(args.data, args.model, out=args.out,
+                              window_seconds=args.window_seconds, mlflow_uri=args.mlflow_uri,
+                              ray_address=args.ray_address, say=_reporter(args),
+                              decoder=args.decoder)
 
 
 def _ablation(args) -> dict:
@@ -312,14 +352,16 @@ def _classify(args) -> dict:
 
     say = _reporter(args)
     preflight.check_input(args.input)
-    preflight.check_output_folder(args.output, overwrite=args.overwrite)
     preflight.check_model_ref(args.model, args.mlflow_uri, say=say)
-    summary = classify(args.input, args.output, args.model, window_seconds=args.window_seconds,
-                       batch_size=args.batch_size, num_actors=args.num_actors,
-                       error_threshold=args.error_threshold, mlflow_uri=args.mlflow_uri,
-                       ray_address=args.ray_address, decoder=args.decoder,
-                       decode_timeout_s=args.decode_timeout, rows_per_file=args.rows_per_file,
-                       say=say)
+    # OUTPUT last (the one check that creates something); a failed command removes it again
+    # while it is empty, e.g. when the registry has no such model.
+    with preflight.output_folder(args.output, overwrite=args.overwrite):
+        summary = classify(args.input, args.output, args.model,
+                           window_seconds=args.window_seconds, batch_size=args.batch_size,
+                           num_actors=args.num_actors, error_threshold=args.error_threshold,
+                           mlflow_uri=args.mlflow_uri, ray_address=args.ray_address,
+                           decoder=args.decoder, decode_timeout_s=args.decode_timeout,
+                           rows_per_file=args.rows_per_file, say=say)
     say(f"{summary['videos']} videos, {summary['segments']} segments, {summary['errors']} errors "
         f"in {summary['wall_s']:.1f}s ({summary['videos_per_s']:.2f} videos/s) -> {summary['output']}")
     return summary
@@ -330,8 +372,6 @@ def _scan(args) -> dict:
 
     say = _reporter(args)
     preflight.check_input_exists(args.archive, "ARCHIVE")
-    if not args.dry_run:
-        preflight.check_output_folder(args.output)
     preflight.check_model_ref(args.model, args.mlflow_uri, say=say)
 
     request = ScanRequest(
@@ -341,7 +381,10 @@ def _scan(args) -> dict:
         error_threshold=args.error_threshold, rows_per_file=args.rows_per_file,
         lease_seconds=args.lease_seconds, mlflow_uri=args.mlflow_uri, ray_address=args.ray_address,
         decoder=args.decoder, decode_timeout_s=args.decode_timeout)
-    return run_scan(request, say)
+    if args.dry_run:  # writes nothing
+        return run_scan(request, say)
+    with preflight.output_folder(args.output):  # as for classify
+        return run_scan(request, say)
 
 
 def _models(args) -> dict:

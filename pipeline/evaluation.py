@@ -108,23 +108,35 @@ def plot_confusion(evaluation: Evaluation, path: str) -> None:
     plt.close(figure)
 
 
-def plot_learning_curve(history: Sequence, path: str) -> None:
-    """Loss and accuracy per epoch (train, and validation where measured)."""
+def plot_learning_curve(history: Sequence, path: str, kept_epoch: int | None = None) -> None:
+    figure = learning_curve_figure(history, kept_epoch)
+    figure.savefig(path, dpi=100)
+    _pyplot().close(figure)
+
+
+def learning_curve_figure(history: Sequence, kept_epoch: int | None = None):
+    """Loss and accuracy per epoch (train, and validation where measured) on whole-epoch ticks
+    (never fractional, however short the run), the kept epoch marked with a dashed line."""
     plt = _pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     epochs = [stats.epoch for stats in history]
     figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(9, 3.5))
-    loss_axes.plot(epochs, [s.loss for s in history], label="train")
-    accuracy_axes.plot(epochs, [s.accuracy for s in history], label="train")
+    loss_axes.plot(epochs, [s.loss for s in history], marker=".", label="train")
+    accuracy_axes.plot(epochs, [s.accuracy for s in history], marker=".", label="train")
     if any(s.val_accuracy is not None for s in history):
-        loss_axes.plot(epochs, [s.val_loss for s in history], label="validation")
-        accuracy_axes.plot(epochs, [s.val_accuracy for s in history], label="validation")
+        loss_axes.plot(epochs, [s.val_loss for s in history], marker=".", label="validation")
+        accuracy_axes.plot(epochs, [s.val_accuracy for s in history], marker=".",
+                           label="validation")
     for axes, name in ((loss_axes, "loss"), (accuracy_axes, "accuracy")):
+        if kept_epoch is not None:
+            axes.axvline(kept_epoch, color="grey", linestyle="--", label=f"kept (epoch {kept_epoch})")
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         axes.set_xlabel("epoch")
         axes.set_ylabel(name)
         axes.legend()
     figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
+    return figure
 
 
 def _pyplot():

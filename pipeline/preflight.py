@@ -14,7 +14,8 @@ import posixpath
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 from . import storage
 from .redact import redact_uri
@@ -40,13 +41,19 @@ def check_input(uri: str, what: str = "INPUT") -> None:
             return
         if not fs.isdir(root):
             raise PreflightError(f"{what} {uri} does not exist")
-        for _, _, files in fs.walk(root):  # stops at the first video: no full listing here
+        others = []  # what it holds instead, for the message
+        for folder, _, files in fs.walk(root):  # stops at the first video: no full listing here
             if any(name.lower().endswith(storage.VIDEO_EXTENSIONS) for name in files):
                 return
+            others += [posixpath.relpath(posixpath.join(folder, name), root) for name in files]
     except PermissionError as exc:
         raise PreflightError(f"{what} {uri} cannot be read: {exc.strerror or exc}") from None
-    raise PreflightError(f"{what} {uri} is empty: no video files in it or below it "
-                         f"(extensions: {', '.join(storage.VIDEO_EXTENSIONS)})")
+    extensions = f"video files end in {', '.join(storage.VIDEO_EXTENSIONS)}"
+    if not others:
+        raise PreflightError(f"{what} {uri} is empty: no files in it or below it ({extensions})")
+    shown = ", ".join(sorted(others)[:3]) + (", ..." if len(others) > 3 else "")
+    raise PreflightError(f"{what} {uri} has no video files in it or below it, only "
+                         f"{len(others)} other file(s): {shown} ({extensions})")
 
 
 def check_input_exists(uri: str, what: str = "INPUT") -> None:
@@ -56,11 +63,35 @@ def check_input_exists(uri: str, what: str = "INPUT") -> None:
         raise PreflightError(f"{what} {uri} does not exist")
 
 
-def check_output_folder(uri: str, overwrite: bool | None = None) -> None:
+@contextmanager
+def output_folder(uri: str, overwrite: bool | None = None) -> Iterator[None]:
+    """check_output_folder around a command: when the command fails, the folders that the check
+    created are removed again if nothing was written into them (a failed command leaves no empty
+    OUTPUT behind)."""
+    created = check_output_folder(uri, overwrite)
+    try:
+        yield
+    except BaseException:
+        _remove_empty(created)
+        raise
+
+
+@contextmanager
+def output_file(path: str, what: str = "--out") -> Iterator[None]:
+    """check_output_file around a command, as output_folder is for a folder."""
+    created = check_output_file(path, what)
+    try:
+        yield
+    except BaseException:
+        _remove_empty(created)
+        raise
+
+
+def check_output_folder(uri: str, overwrite: bool | None = None) -> list[str]:
     """OUTPUT must be a folder we can write (creating it if needed). `overwrite`: None = existing
-    contents are fine (scan); False = OUTPUT must be empty; True = replacing is allowed."""
-    if storage.is_local(uri):
-        _check_local_folder(uri)
+    contents are fine (scan); False = OUTPUT must be empty; True = replacing is allowed.
+    Returns the local folders it created, the deepest first."""
+    created = _check_local_folder(uri) if storage.is_local(uri) else []
     if overwrite is False:
         entries = storage.list_names(uri)
         if entries:
@@ -68,26 +99,31 @@ def check_output_folder(uri: str, overwrite: bool | None = None) -> None:
             raise PreflightError(
                 f"OUTPUT {uri} is not empty ({len(entries)} entries: {shown}); pass --overwrite "
                 f"to replace an earlier classify result there, or choose an empty OUTPUT")
+    return created
 
 
-def check_output_file(path: str, what: str = "--out") -> None:
+def check_output_file(path: str, what: str = "--out") -> list[str]:
     """A file we are about to write (a checkpoint): its folder must be writable, and it must not be
-    a folder itself."""
+    a folder itself. Returns the local folders it created, the deepest first."""
     if not storage.is_local(path):
-        return
+        return []
     _, local = storage.filesystem(path)
     if os.path.isdir(local):
         raise PreflightError(f"{what} {path} is a folder; give a file path such as {path.rstrip('/')}/model.pt")
-    _check_local_folder(os.path.dirname(os.path.abspath(local)), what=f"{what} {path}: its folder")
+    return _check_local_folder(os.path.dirname(os.path.abspath(local)),
+                               what=f"{what} {path}: its folder")
 
 
-def _check_local_folder(uri: str, what: str | None = None) -> None:
+def _check_local_folder(uri: str, what: str | None = None) -> list[str]:
+    """The folders it had to create, the deepest first (none are left when the check fails)."""
     _, path = storage.filesystem(uri)
+    path = os.path.abspath(path)
     what = what or f"OUTPUT {uri}"
     if os.path.exists(path) and not os.path.isdir(path):
         raise PreflightError(f"{what} is an existing file, not a folder")
-    parent = path
+    created, parent = [], path
     while not os.path.exists(parent):
+        created.append(parent)
         parent = os.path.dirname(parent)
     if not os.path.isdir(parent):
         raise PreflightError(f"{what} is under {parent}, which is a regular file")
@@ -98,7 +134,19 @@ def _check_local_folder(uri: str, what: str | None = None) -> None:
             pass
         os.remove(probe)
     except OSError as exc:
+        _remove_empty(created)
         raise PreflightError(f"{what} is not writable: {exc.strerror or exc}") from None
+    return created
+
+
+def _remove_empty(created: list[str]) -> None:
+    """Undo the folders a check created, the deepest first; one that holds anything now stays
+    (something was written), and so do its parents."""
+    for folder in created:
+        try:
+            os.rmdir(folder)
+        except OSError:
+            return
 
 
 # --- models and MLflow ------------------------------------------------------------------------

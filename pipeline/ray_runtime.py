@@ -12,8 +12,16 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
+import sys
 
 _verbose = False
+
+# Ray Train 2.60 starts a PreemptionWatcher actor (max_restarts=-1) with its workers' actor
+# handles as constructor arguments; Ray passes those by reference, and its core worker then logs
+# this at error level for every train. A local Ray has no watcher (ensure_ray); on a cluster the
+# watcher handles node drains, so it stays and only this line is dropped.
+KNOWN_RAY_NOISE = r"core_worker\.cc:\d+: Actor with class name: 'PreemptionWatcher' .* max_restarts > 0"
 
 
 def set_verbose(verbose: bool) -> None:
@@ -29,6 +37,11 @@ def set_verbose(verbose: bool) -> None:
         os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")  # read when mlflow is imported
         # MLflow draws tqdm bars for artifact transfers, also when stderr is a log file.
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        # Ray's own filter for forwarded worker lines (read when ray is imported): the one known
+        # error-level line of every train (KNOWN_RAY_NOISE).
+        os.environ.setdefault("RAY_DEDUP_LOGS_SKIP_REGEX", KNOWN_RAY_NOISE)
+    if not sys.stderr.isatty():  # a log file or a pipe: no colour codes around "(Worker pid=N)"
+        os.environ.setdefault("RAY_COLOR_PREFIX", "0")
     _set_levels()
 
 
@@ -69,11 +82,23 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         if not _verbose:
             options["runtime_env"] = {**(options["runtime_env"] or {}),
                                       "worker_process_setup_hook": "pipeline.ray_runtime.quiet_worker"}
+        # One node, this machine's: no node drain for Ray Train's preemption watcher to see.
+        os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
         # "local" explicitly: a bare ray.init() would join any cluster `ray start` left on this machine.
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, **options)
+        # dashboard_port: without a dashboard Ray still names 127.0.0.1:8265 as this Ray's State
+        # API; another Ray's dashboard there answers "no such actor" for our Ray Train controller,
+        # and Ray Train's placement-group cleaner then takes it for dead and exits (a 7-line warning).
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+                 dashboard_port=_unused_port(), **options)
     _set_levels()  # importing ray.data re-applies its own logging configuration
     # Ray Data's per-operator bars only with --verbose: vidpipe shows one bar of its own (progress.py).
     ray.data.DataContext.get_current().enable_progress_bars = _verbose
+
+
+def _unused_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def quiet_worker() -> None:

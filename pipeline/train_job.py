@@ -29,6 +29,7 @@ from .corpus import LabelledVideo, read_corpus, split_by_group
 from .evaluation import Evaluation, evaluate, plot_confusion, plot_learning_curve
 from .models import DEFAULT_ARCH, count_parameters
 from .models.checkpoint import ModelConfig, write_checkpoint_bytes
+from .redact import redact_uri
 from .storage import filesystem
 from .tracking import (GateDecision, TrackedRun, apply_gate, baseline_accuracy,
                        champion_version, decide_gate, describe_failure, tracking_uri)
@@ -180,11 +181,15 @@ def run_training(request: TrainRequest, say: Callable[[str], None]) -> dict:
         say(f"validation: clip accuracy {evaluation.clip_accuracy:.3f}, "
             f"video accuracy {evaluation.video_accuracy:.3f}, top-5 {evaluation.top5_accuracy:.3f}")
     summary["report"] = write_report(request.out, config, result, evaluation)
+    say(f"report written to {summary['report']}/ (learning curve, label map"
+        + (", evaluation.json, confusion matrix)" if evaluation is not None else ")"))
     if tracking.active:
         tracking.log_metrics(_final_metrics(evaluation))
         tracking.log_artifacts(summary["report"])
         summary.update(_register(request, tracking, uri, result, config, data, say))
     tracking.end(ok=True)
+    if tracking.active:
+        say(describe_tracking(tracking))
     if request.register and "model_version" not in summary:
         raise RegistrationFailed(f"trained, but not registered as {request.register} (MLflow "
                                  f"unreachable); the checkpoint is at {request.out}")
@@ -220,12 +225,24 @@ def write_report(out: str, config: ModelConfig, result: TrainResult,
     os.makedirs(directory, exist_ok=True)
     with open(os.path.join(directory, "label_map.json"), "w") as handle:
         json.dump({str(i): name for i, name in enumerate(config.class_names)}, handle, indent=1)
-    plot_learning_curve(result.history, os.path.join(directory, "learning_curve.png"))
+    plot_learning_curve(result.history, os.path.join(directory, "learning_curve.png"),
+                        kept_epoch=result.best_epoch)
     if evaluation is not None:
         with open(os.path.join(directory, "evaluation.json"), "w") as handle:
             json.dump(evaluation.to_dict(), handle, indent=1)
         plot_confusion(evaluation, os.path.join(directory, "confusion_matrix.png"))
     return directory
+
+
+def describe_tracking(tracking: TrackedRun) -> str:
+    """Where a run's MLflow records went: the store, and its artifacts (a local store keeps them
+    in ./mlruns, a folder the user did not name)."""
+    try:
+        artifacts = tracking.client.get_run(tracking.run_id).info.artifact_uri
+    except Exception:  # an outage after the run ended costs only this detail
+        artifacts = None
+    return (f"tracked as MLflow run {tracking.run_id} in {redact_uri(tracking.uri)}"
+            + (f" (artifacts: {redact_uri(artifacts)})" if artifacts else ""))
 
 
 def _register(request: TrainRequest, tracking: TrackedRun, uri: str, result: TrainResult,

@@ -107,3 +107,33 @@ def test_amp_reaches_the_training_settings_that_workers_get(capsys):
     assert not _settings(parser.parse_args(["train", "data", "--out", "m.pt"])).amp
     assert "needs --gpus" in " ".join(parser._subparsers._group_actions[0].choices["train"]
                                       .format_help().split())
+
+
+@pytest.mark.parametrize("args, line", [
+    # a typo of a required option: named, with the option meant, not "--model is required"
+    (["classify", "in", "out", "--modle", "m.pt"],
+     "unrecognized argument --modle; did you mean --model? (see 'vidpipe classify --help')"),
+    (["train", "data", "--out", "m.pt", "--epohcs=3"],
+     "unrecognized argument --epohcs=3; did you mean --epochs? (see 'vidpipe train --help')"),
+    (["scan", "a", "o", "--model", "m.pt", "--frobnicate"],
+     "unrecognized argument --frobnicate (see 'vidpipe scan --help')"),
+    # usage errors point to the subcommand's help, not the top level's
+    (["classify", "in", "out", "--model", "m.pt", "extra"],
+     "unrecognized arguments: extra (see 'vidpipe classify --help')"),
+    (["classify", "in", "out"], "the following arguments are required: --model "
+                                "(see 'vidpipe classify --help')"),
+])
+def test_unknown_options_are_named_and_usage_points_to_the_subcommand_help(args, line, capsys):
+    from pipeline.cli import main
+
+    assert main(args) == 2
+    assert capsys.readouterr().err == f"vidpipe: error: {line}\n"
+
+
+def test_what_argparse_accepts_still_parses():
+    from pipeline.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["classify", "i", "o", "--mod", "m.pt"]).model == "m.pt"  # a prefix
+    assert parser.parse_args(["train", "d", "--out", "m.pt", "--seed", "-3"]).seed == -3
+    assert parser.parse_args(["promote", "vidpipe", "2", "--reason", "better"]).version == 2

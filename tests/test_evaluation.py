@@ -85,3 +85,21 @@ def test_gate_promotes_only_a_strictly_better_version(tmp_path):
 
     aliases = client.get_registered_model("m").aliases
     assert aliases[CHAMPION] == versions[1] and aliases[CHALLENGER] == versions[3]
+
+
+@pytest.mark.parametrize("epochs", [1, 2, 3, 40])
+def test_learning_curve_marks_the_kept_epoch_on_whole_epoch_ticks(epochs):
+    from pipeline.evaluation import learning_curve_figure
+    from pipeline.training import EpochStats
+
+    history = [EpochStats(epoch, 1.0 / epoch, 0.5, 10.0, val_accuracy=0.5, val_loss=1.0)
+               for epoch in range(1, epochs + 1)]
+    kept = min(2, epochs)
+    figure = learning_curve_figure(history, kept_epoch=kept)
+    for axes in figure.axes:
+        low, high = axes.get_xlim()
+        ticks = [tick for tick in axes.get_xticks() if low <= tick <= high]
+        assert ticks and all(float(tick).is_integer() for tick in ticks), ticks  # 1.5 was a tick
+        marks = [line for line in axes.get_lines() if line.get_label() == f"kept (epoch {kept})"]
+        assert len(marks) == 1 and list(marks[0].get_xdata()) == [kept, kept]
+        assert [line.get_label() for line in axes.get_legend().get_lines()][-1] == f"kept (epoch {kept})"

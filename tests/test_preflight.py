@@ -19,6 +19,7 @@ import torch
 from pipeline.models.checkpoint import ModelConfig, save_checkpoint
 
 VIDPIPE = str(Path(sys.executable).parent / "vidpipe")
+ROOT = Path(__file__).resolve().parents[1]  # the checkout under test, not the editable install's
 BOUND_S = 150  # importing torch and MLflow takes seconds (over a minute on a loaded 2-core CI box);
 # the structural check is that Ray never started (its temp dir stays empty)
 
@@ -42,7 +43,7 @@ def fails_fast(args: list[str], tmp_path: Path, *, cwd: Path | None = None) -> s
     ray_tmp = tmp_path / "ray-tmp"
     ray_tmp.mkdir(exist_ok=True)
     env = {"PATH": str(Path(sys.executable).parent) + ":/usr/bin:/bin", "RAY_TMPDIR": str(ray_tmp),
-           "HOME": str(tmp_path)}
+           "HOME": str(tmp_path), "PYTHONPATH": str(ROOT)}
     started = time.monotonic()
     done = subprocess.run([VIDPIPE, *args], capture_output=True, text=True, timeout=300,
                           cwd=cwd or tmp_path, env=env)
@@ -60,10 +61,18 @@ def test_input_missing_and_input_empty_say_different_things(tmp_path, checkpoint
     out = str(tmp_path / "out")
     missing = fails_fast(["classify", str(tmp_path / "nope"), out, "--model", str(checkpoint)], tmp_path)
     assert "does not exist" in missing
-    (tmp_path / "empty" / "sub").mkdir(parents=True)
-    (tmp_path / "empty" / "sub" / "notes.txt").write_text("not a video")
+    (tmp_path / "empty").mkdir()
     empty = fails_fast(["classify", str(tmp_path / "empty"), out, "--model", str(checkpoint)], tmp_path)
-    assert "is empty" in empty and "no video files" in empty
+    assert "is empty: no files" in empty and ".mp4" in empty
+    # files, but none a video: which files it saw, and what counts as a video
+    (tmp_path / "notes" / "sub").mkdir(parents=True)
+    for name in ("sub/notes.txt", "labels.csv", "a.json", "b.json"):
+        (tmp_path / "notes" / name).write_text("not a video")
+    notes = fails_fast(["classify", str(tmp_path / "notes"), out, "--model", str(checkpoint)], tmp_path)
+    assert "is empty" not in notes, notes
+    assert "no video files in it or below it, only 4 other file(s): a.json, b.json, labels.csv, ..." in notes
+    assert "video files end in .mp4, .avi, .mkv" in notes
+    assert not Path(out).exists()
 
 
 def test_output_an_existing_file(tmp_path, videos, checkpoint):
@@ -96,16 +105,48 @@ def test_output_not_empty_needs_overwrite(tmp_path, videos, checkpoint):
 
 
 def test_model_file_missing(tmp_path, videos):
-    line = fails_fast(["classify", str(videos), str(tmp_path / "out"), "--model",
+    line = fails_fast(["classify", str(videos), str(tmp_path / "out" / "deeper"), "--model",
                        str(tmp_path / "missing.pt")], tmp_path)
     assert "missing.pt does not exist" in line
+    assert not (tmp_path / "out").exists()  # a failed command leaves no OUTPUT behind
 
 
 def test_registry_lookup_without_a_store_names_it_and_creates_none(tmp_path, videos):
     line = fails_fast(["classify", str(videos), str(tmp_path / "out"), "--model",
                        "models:/vidpipe@champion"], tmp_path)
     assert f"no MLflow store at sqlite:///{tmp_path / 'mlflow.db'}" in line
-    assert not (tmp_path / "mlflow.db").exists()
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "out").exists()
+
+
+def test_registry_without_the_model_leaves_no_output(tmp_path, videos):
+    # The store exists and answers, so preflight passes; the lookup then fails in the command.
+    from mlflow import MlflowClient
+
+    store = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    MlflowClient(tracking_uri=store, registry_uri=store).search_registered_models()
+    line = fails_fast(["classify", str(videos), str(tmp_path / "out"), "--model",
+                       "models:/nope@champion", "--mlflow-uri", store], tmp_path)
+    assert "nope" in line
+    assert not (tmp_path / "out").exists()
+
+
+def test_output_folder_is_removed_after_a_failure_only_while_empty(tmp_path):
+    from pipeline import preflight
+
+    with pytest.raises(RuntimeError), preflight.output_folder(str(tmp_path / "a" / "b")):
+        raise RuntimeError("the command failed")
+    assert not (tmp_path / "a").exists()
+    with pytest.raises(RuntimeError), preflight.output_folder(str(tmp_path / "c" / "d")):
+        (tmp_path / "c" / "d" / "_lease.json").write_text("{}")  # the command wrote something
+        raise RuntimeError("the command failed")
+    assert (tmp_path / "c" / "d" / "_lease.json").exists()
+    (tmp_path / "e").mkdir()
+    with pytest.raises(RuntimeError), preflight.output_folder(str(tmp_path / "e")):
+        raise RuntimeError("the command failed")
+    assert (tmp_path / "e").is_dir()  # it was there before: not ours to remove
+    with preflight.output_folder(str(tmp_path / "f")):
+        pass
+    assert (tmp_path / "f").is_dir()  # success keeps it
 
 
 def test_mlflow_refused_is_quick_with_a_retry_line_and_redacted(tmp_path, videos):

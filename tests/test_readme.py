@@ -84,3 +84,26 @@ def test_readme_block_runs_verbatim(workspace, index):
     lines = done.stderr.splitlines()
     tracebacks = [number for number, line in enumerate(lines) if "Traceback" in line]
     assert not tracebacks, f"{code}\n" + "\n".join(lines[tracebacks[0]:tracebacks[0] + 40])
+
+
+ARROW_TYPES = {"string": "string", "int32": "int32", "int64": "int64", "float32": "float",
+               "float64": "double", "list<string>": "list<item: string>",
+               "list<float32>": "list<item: float>", "timestamp(us, UTC)": "timestamp[us, tz=UTC]"}
+
+
+@pytest.mark.parametrize("document", ["README.md", "docs/design.md"])
+def test_prediction_schema_tables_match_the_code(document):
+    """The prediction-schema table (hand-written, for readers) names every column of
+    rows.PREDICTION_SCHEMA in order, with its type; a row may name several columns."""
+    from pipeline.rows import PREDICTION_SCHEMA
+
+    text = (ROOT / document).read_text()
+    table = text[text.index("| column | type | meaning |"):].split("\n\n")[0].splitlines()[2:]
+    columns = []
+    for row in table:
+        names, types = (cell.strip() for cell in row.strip("|").split("|")[:2])
+        names = [name.strip() for name in names.split(",")]
+        # "list<string>, list<float32>" gives each name its own type; others are shared
+        types = types.split(", ") if types.startswith("list<") else [types] * len(names)
+        columns += [(name, ARROW_TYPES[kind]) for name, kind in zip(names, types, strict=True)]
+    assert columns == [(field.name, str(field.type)) for field in PREDICTION_SCHEMA]

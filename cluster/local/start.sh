@@ -18,7 +18,7 @@ TEMP_DIR="${VIDPIPE_RAY_TEMP:-/tmp/vidpipe-ray-$GCS_PORT}"
 # Every node's agents get free ports: the fixed defaults (52365 and friends) are often held by
 # another Ray on the same machine (an in-process test Ray, a second node), and an agent that cannot
 # bind leaves the head without a job agent ("No available agent to submit job").
-free_port() { "$here/.venv/bin/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+free_port() { "$(dirname "$RAY")/python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 agent_ports() {
     echo --dashboard-agent-listen-port "$(free_port)" --dashboard-agent-grpc-port "$(free_port)" \
         --runtime-env-agent-port "$(free_port)" --metrics-export-port "$(free_port)"
@@ -32,11 +32,17 @@ if [ -z "${RAY_AUTH_TOKEN:-}${RAY_AUTH_TOKEN_PATH:-}" ] && [ ! -s "$HOME/.ray/au
     RAY_AUTH_MODE=token "$RAY" get-auth-token --generate >/dev/null 2>&1
     chmod 600 "$HOME/.ray/auth_token"
 fi
-"$RAY" start --head --node-ip-address 127.0.0.1 --port "$GCS_PORT" \
+# Ray's own start-up banner (31 lines, and it advises `ray stop`, which would end every Ray on
+# this machine) goes to a log that is shown only if a node fails to start.
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+start() { "$RAY" start "$@" >>"$log" 2>&1 || { cat "$log" >&2; exit 1; }; }
+start --head --node-ip-address 127.0.0.1 --port "$GCS_PORT" \
     --num-cpus "${VIDPIPE_HEAD_CPUS:-1}" --temp-dir "$TEMP_DIR" \
     --include-dashboard true --dashboard-host 127.0.0.1 --dashboard-port "$DASHBOARD_PORT" \
     --ray-client-server-port "$(free_port)" $(agent_ports) --disable-usage-stats
-RAY_AUTH_MODE=token "$RAY" start --address "127.0.0.1:$GCS_PORT" --node-ip-address 127.0.0.1 \
+RAY_AUTH_MODE=token start --address "127.0.0.1:$GCS_PORT" --node-ip-address 127.0.0.1 \
     --num-cpus "${VIDPIPE_WORKER_CPUS:-1}" --temp-dir "$TEMP_DIR/node-2" $(agent_ports) \
     --disable-usage-stats
-echo "cluster up: RAY_ADDRESS=127.0.0.1:$GCS_PORT, jobs at http://127.0.0.1:$DASHBOARD_PORT"
+echo "started a two-node Ray cluster on loopback (RAY_ADDRESS=127.0.0.1:$GCS_PORT, jobs at" \
+    "http://127.0.0.1:$DASHBOARD_PORT, logs in $TEMP_DIR); stop it with cluster/local/stop.sh"

@@ -15,14 +15,22 @@ cluster_pids() {
 }
 
 pids=$(cluster_pids)
-[ -n "$pids" ] || exit 0
+if [ -z "$pids" ]; then
+    echo "no loopback Ray cluster on port $GCS_PORT to stop"
+    exit 0
+fi
+stopped="stopped the loopback Ray cluster on port $GCS_PORT ($(echo $pids | wc -w) processes)"
 kill -TERM $pids 2>/dev/null
 for _ in 1 2 3 4 5 6 7 8 9 10; do
     # Alive means present and not a zombie (a zombie has exited; its parent reaps it).
     alive=$(for pid in $pids; do state=$(ps -o stat= -p "$pid" 2>/dev/null); \
             [ -n "$state" ] && [ "${state#Z}" = "$state" ] && echo "$pid"; done)
-    [ -n "$alive" ] || exit 0
+    if [ -z "$alive" ]; then
+        echo "$stopped"
+        exit 0
+    fi
     sleep 1
 done
 kill -KILL $alive 2>/dev/null
+echo "$stopped; $(echo $alive | wc -w) of them needed SIGKILL"
 exit 0
