@@ -230,7 +230,8 @@ def decide_gate(gate_clips: int, new_accuracy: float | None, baseline: float | N
                             baseline)
 
     if gate_clips == 0 or new_accuracy is None or baseline is None:
-        return decided(CHALLENGER, f"not promoted: no gate clips to compare on ({why})")
+        because = f" ({why})" if why else ""
+        return decided(CHALLENGER, f"not promoted: no gate clips to compare on{because}")
     bar = baseline + baseline_margin(baseline, gate_clips)
     on = f"on {gate_clips} gate clips"
     if new_accuracy <= bar:
