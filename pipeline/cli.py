@@ -463,7 +463,8 @@ def _add_training_settings(parser: argparse.ArgumentParser) -> None:
                         help=f"clips per worker per step (default: {defaults.batch_size})")
     parser.add_argument("--lr", type=_positive_float, default=defaults.lr,
                         help=f"peak learning rate per {REFERENCE_BATCH} clips, scaled linearly with the "
-                             f"global batch (batch size x workers) (default: {defaults.lr:g})")
+                             f"global batch (batch size x workers) up to 16 clips, flat beyond "
+                             f"(default: {defaults.lr:g})")
     parser.add_argument("--weight-decay", type=_non_negative_float, default=defaults.weight_decay,
                         help=f"AdamW weight decay (default: {defaults.weight_decay:g})")
     parser.add_argument("--warmup-epochs", type=_non_negative_float, default=defaults.warmup_epochs,

@@ -24,6 +24,9 @@ def test_learning_rate_warms_up_scales_with_the_global_batch_and_decays_to_zero(
     settings = TrainSettings(epochs=10, min_steps=0, batch_size=4, lr=1e-3, warmup_epochs=1)
     one, two = Schedule(settings, 1, 20), Schedule(settings, 2, 10)
     assert one.peak == pytest.approx(1e-3) and two.peak == pytest.approx(2e-3)
+    # Linear up to a global batch of 16 clips, flat beyond (measured: tests/benchmarks/lr_scaling.py).
+    assert [Schedule(settings, workers, 10).peak for workers in (4, 8, 16)] == \
+        pytest.approx([4e-3, 4e-3, 4e-3])
     assert one.lr_at(0) == pytest.approx(1e-3 / 20)  # warm-up starts small...
     assert one.lr_at(19) == pytest.approx(1e-3)  # ...and reaches the peak after one epoch
     assert two.lr_at(9) == pytest.approx(2e-3)

@@ -6,8 +6,9 @@
 `vidpipe train` scales its peak learning rate with the global batch (batch size x workers) from
 0.001 at 4 clips. A global batch of B on W workers is, for the optimizer, one step over B clips,
 so this runs the single-process loop (training.fit, the same recipe as the Ray Train engine)
-with a batch of B clips, for each rule: linear (peak 0.001 x B / 4, the default) and square
-root (0.001 x sqrt(B / 4)). Everything else is the defaults, including the minimum of
+with a batch of B clips, for each rule: linear (peak 0.001 x B / 4), square root
+(0.001 x sqrt(B / 4)) and capped (the default, training.lr_scale: linear up to 16 clips, then
+0.004). Everything else is the defaults, including the minimum of
 TrainSettings.min_steps optimizer steps, so a large batch also trains for more epochs. It
 reports the held-out video accuracy (the family's test folder, whole videos) of the kept epoch,
 the kept epoch and the seconds. BatchNorm sees the whole batch here, where W workers each
@@ -38,11 +39,12 @@ from pipeline.frames import sample_clip  # noqa: E402
 from pipeline.models import DEFAULT_ARCH  # noqa: E402
 from pipeline.models.checkpoint import ModelConfig  # noqa: E402
 from pipeline.training import (REFERENCE_BATCH, LabelledClips, TrainSettings, fit,  # noqa: E402
-                               pool_frames)
+                               lr_scale, pool_frames)
 
 FRAMES, SIZE = 20, 64
 RULES = {"linear": lambda batch: batch / REFERENCE_BATCH,
-         "sqrt": lambda batch: math.sqrt(batch / REFERENCE_BATCH)}
+         "sqrt": lambda batch: math.sqrt(batch / REFERENCE_BATCH),
+         "capped": lr_scale}  # the default: linear to 16 clips, flat beyond
 
 
 def main() -> None:
@@ -70,9 +72,9 @@ def main() -> None:
             for rule in args.rules:
                 if batch == REFERENCE_BATCH and rule != args.rules[0]:
                     continue  # every rule gives the reference batch the same learning rate
-                # Schedule scales `lr` linearly with the batch; this `lr` makes its peak the rule's.
+                # Schedule scales `lr` by lr_scale(batch); this `lr` makes its peak the rule's.
                 peak = TrainSettings().lr * RULES[rule](batch)
-                settings = TrainSettings(batch_size=batch, lr=peak * REFERENCE_BATCH / batch,
+                settings = TrainSettings(batch_size=batch, lr=peak / lr_scale(batch),
                                          seed=seed, min_steps=args.min_steps)
                 started = time.perf_counter()
                 model, history = fit(ModelConfig(DEFAULT_ARCH, classes, FRAMES, SIZE), train, val,
