@@ -227,7 +227,7 @@ def test_classify_task_streams_windows_and_a_video_failing_halfway_is_one_error_
 
     import pyarrow as pa
 
-    from pipeline import inference, segments
+    from pipeline import inference, segments, storage
     from pipeline.model_store import load_model
 
     good = [write_testsrc(tmp_path / f"good{i}.mp4", seconds=s, faststart=True)
@@ -244,8 +244,9 @@ def test_classify_task_streams_windows_and_a_video_failing_halfway_is_one_error_
     opened = segments.open_video
     monkeypatch.setattr(segments, "open_video",
                         lambda uri: Dropped(data) if uri.endswith("broken.mp4") else opened(uri))
-    listed = [{"video_uri": str(path), "video_etag": path.name, "video_bytes": path.stat().st_size}
-              for path in (good[0], broken, good[1], good[2])]
+    # Listed as a listing would (decoding checks the version it reads against the listed one).
+    listed = [{"video_uri": str(path), "video_etag": storage.fingerprint(str(path)),
+               "video_bytes": path.stat().st_size} for path in (good[0], broken, good[1], good[2])]
     loaded = load_model(str(checkpoint))
     tables = list(inference.classify_task(
         pa.Table.from_pylist(listed), ray_local.put(loaded.checkpoint), loaded.lineage,
@@ -255,7 +256,7 @@ def test_classify_task_streams_windows_and_a_video_failing_halfway_is_one_error_
     assert error["status"] == "error" and "ConnectionResetError" in error["error"] and error["retry"]
     classifier = inference.Classifier(loaded)
     expected = [row for path in good for row in classifier.rows(
-        segments.decode_video({"video_uri": str(path), "video_etag": path.name,
+        segments.decode_video({"video_uri": str(path), "video_etag": storage.fingerprint(str(path)),
                                "video_bytes": path.stat().st_size},
                               loaded.config.frames, loaded.config.size, 1.0))]
     ok = [row for row in rows if row["status"] == "ok"]
