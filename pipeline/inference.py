@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 import torch
 
 from . import commit, storage
+from .errors import TooManyErrors
 from .frames import DEFAULT_DECODER, DEFAULT_TIMEOUT_S
 from .infrastructure import check_nodes
 from .listing import listing_dataset
@@ -40,10 +41,6 @@ ROWS_PER_FILE = 50_000  # prediction rows per Parquet file
 VIDEOS_PER_DECODE_TASK = 4  # small: decoding is the slow part, spread it over every CPU
 VIDEOS_PER_CLASSIFY_TASK = 16  # decode + classify in one task (CPU clusters): ~0.7 s of short clips
 DECODE_MEMORY = 256 * 1024 * 1024  # bytes reserved per decode task
-
-
-class TooManyErrors(Exception):
-    """More videos failed than the error threshold allows; the rows were still written."""
 
 
 class Classifier:
