@@ -24,9 +24,8 @@ from collections.abc import Callable
 from . import infrastructure, synthetic
 from .architectures import DEFAULT_ARCH, PAPER_ARCH, canonical_arch, list_models
 from .errors import (CheckpointError, CorpusError, InvalidInput, LeaseHeld, LeaseLost,
-                     LeaseUnsupported, PreflightError, RegistrationFailed, TooManyErrors,
-                     VideoDecodeError)
-from .frames import DECODERS, DEFAULT_DECODER, DEFAULT_TIMEOUT_S
+                     LeaseUnsupported, PreflightError, RegistrationFailed, TooManyErrors)
+from .frames import DECODERS, DEFAULT_DECODER, DEFAULT_TIMEOUT_S, VideoDecodeError
 from .infrastructure import InfrastructureError
 from .ray_runtime import set_verbose
 from .train_settings import REFERENCE_BATCH, TrainSettings

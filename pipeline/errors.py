@@ -4,6 +4,7 @@ traceback.
 They live here, in a module that imports nothing, so that the CLI can catch them without importing
 the modules that raise them (torch, Ray, storage): `vidpipe --help` and a usage error stay fast.
 Each is re-exported by the module that raises it (named in its docstring), where callers know it.
+(VideoDecodeError stays in the leaf frame_plan.py, which imports nothing of ours and no torch.)
 
 `InvalidInput` is a ValueError for callers that catch those, but the CLI does not treat every
 ValueError as the user's: a ValueError from a bug keeps its traceback.
@@ -18,11 +19,6 @@ class InvalidInput(ValueError):
 
 class PreflightError(Exception):
     """preflight.py: a command cannot start; the one-line reason."""
-
-
-class VideoDecodeError(Exception):
-    """frame_plan.py (and the decoders): the input cannot be turned into frames; the message is a
-    one-line reason."""
 
 
 class CorpusError(Exception):

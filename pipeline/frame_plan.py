@@ -3,9 +3,8 @@
 planning (which frame indices each window samples: round(linspace(0, n-1, T)) over the window's
 frames).
 
-A leaf: it imports nothing of ours but errors.py, so the backends (decode_pyav.py,
-decode_ffmpeg.py) and the facade above them (frames.py) can all import it without importing each
-other.
+A leaf: it imports nothing of ours, so the backends (decode_pyav.py, decode_ffmpeg.py) and the
+facade above them (frames.py) can all import it without importing each other.
 """
 
 from __future__ import annotations
@@ -13,8 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-
-from .errors import VideoDecodeError
 
 # The decode deadline: DEFAULT_TIMEOUT_S per started minute of video (a 60-minute video gets two
 # hours), measured from the start; a corrupt stream that stalls still fails instead of hanging.
@@ -34,6 +31,10 @@ NOT_VIDEO_DEMUXERS = {
     "image2": "a still image", "png_pipe": "a still image", "jpeg_pipe": "a still image",
     "bmp_pipe": "a still image", "webp_pipe": "a still image", "tiff_pipe": "a still image",
 }
+
+
+class VideoDecodeError(Exception):
+    """The input cannot be turned into frames; the message is a one-line reason."""
 
 
 @dataclass(frozen=True)
