@@ -27,6 +27,7 @@ from .errors import (CheckpointError, CorpusError, InvalidInput, LeaseHeld, Leas
                      LeaseUnsupported, PreflightError, RegistrationFailed, TooManyErrors)
 from .frames import DECODERS, DEFAULT_DECODER, DEFAULT_TIMEOUT_S, VideoDecodeError
 from .infrastructure import InfrastructureError
+from .progress import mark
 from .ray_runtime import set_verbose
 from .train_settings import REFERENCE_BATCH, TrainSettings
 
@@ -266,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        mark("parsed")
         set_verbose(getattr(args, "verbose", False))
         from . import storage
 
@@ -360,6 +362,7 @@ def _classify(args) -> dict:
     preflight.check_model_ref(args.model, args.mlflow_uri, say=say)
     from .inference import classify
 
+    mark("imported")
     # OUTPUT last (the one check that creates something); a failed command removes it again
     # while it is empty, e.g. when the registry has no such model.
     with preflight.output_folder(args.output, overwrite=args.overwrite):
@@ -369,6 +372,7 @@ def _classify(args) -> dict:
                            mlflow_uri=args.mlflow_uri, ray_address=args.ray_address,
                            decoder=args.decoder, decode_timeout_s=args.decode_timeout,
                            rows_per_file=args.rows_per_file, say=say)
+    mark("committed")
     say(f"{summary['videos']} videos, {summary['segments']} segments, {summary['errors']} errors "
         f"in {summary['wall_s']:.1f}s ({summary['videos_per_s']:.2f} videos/s) -> {summary['output']}")
     return summary

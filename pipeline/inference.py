@@ -33,7 +33,7 @@ from .infrastructure import check_nodes
 from .listing import listing_dataset
 from .model_store import LoadedModel, load_model
 from .models import TOP_K, for_inference, predict_probs
-from .progress import Progress, report
+from .progress import Progress, mark, report
 from .rows import error_row, is_first_row, prediction_row, rows_to_table
 from .segments import VideoWindows, clip_arrays, decode_task, decode_video
 
@@ -235,9 +235,11 @@ def classify_task(videos: pa.Table, checkpoint, lineage, frames: int, size: int,
     from . import faults
     from .ray_runtime import report_node
 
+    mark("task started")
     report_node(nodes)
     faults.pause("decoding")
     classifier = _classifier_for(checkpoint, lineage)
+    mark("model loaded")
     waiting: list[tuple[dict, np.ndarray]] = []  # decoded windows the model has not seen yet
     decoded: list[VideoWindows] = []  # videos whose rows have not been made yet
 
@@ -324,6 +326,7 @@ def classify(input_uri: str, output_uri: str, model_ref: str, *, window_seconds:
             say(f"rolled forward crashed run(s) {', '.join(writer.recovered)}")
         ensure_ray(ray_address)
         check_nodes(input_uri, decoder)  # a node that cannot decode fails the job now
+        mark("nodes checked")
         nodes = NodeLog()
         try:
             with Progress(say) as progress:
@@ -332,6 +335,7 @@ def classify(input_uri: str, output_uri: str, model_ref: str, *, window_seconds:
                                    decoder=decoder, decode_timeout_s=decode_timeout_s)
                 manifest = stage_rows(rows, writer.staging, keep_retry=True,
                                       rows_per_file=rows_per_file)
+                mark("rows staged")
             node_ids = nodes.nodes()
         finally:
             nodes.close()
