@@ -6,6 +6,10 @@ Exit codes: 0 success, 1 the work failed (unreadable input, too many bad videos)
 With --json the last line on stdout is a JSON summary. Errors are one line on stderr.
 """
 
+# The parser and the error handling import nothing heavy (no torch, Ray, MLflow or storage), so
+# `--help` and usage errors answer at once; each subcommand imports what it runs, after its
+# arguments are checked. tests/test_cli.py checks what `--help` imports.
+
 from __future__ import annotations
 
 import argparse
@@ -17,19 +21,15 @@ import re
 import sys
 from collections.abc import Callable
 
-from . import infrastructure, preflight, storage, synthetic
-from .corpus import CorpusError
-from .errors import InvalidInput
+from . import infrastructure, synthetic
+from .architectures import DEFAULT_ARCH, PAPER_ARCH, canonical_arch, list_models
+from .errors import (CheckpointError, CorpusError, InvalidInput, LeaseHeld, LeaseLost,
+                     LeaseUnsupported, PreflightError, RegistrationFailed, TooManyErrors)
 from .frames import DECODERS, DEFAULT_DECODER, DEFAULT_TIMEOUT_S, VideoDecodeError
 from .infrastructure import InfrastructureError
-from .inference import TooManyErrors
-from .lease import LeaseHeld, LeaseLost, LeaseUnsupported
-from .models import DEFAULT_ARCH, PAPER_ARCH, canonical_arch, list_models
-from .models.checkpoint import CheckpointError
-from .preflight import PreflightError
+from .progress import mark
 from .ray_runtime import set_verbose
-from .train_job import RegistrationFailed
-from .training import REFERENCE_BATCH, TrainSettings
+from .train_settings import REFERENCE_BATCH, TrainSettings
 
 
 class UsageError(Exception):
@@ -267,7 +267,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        mark("parsed")
         set_verbose(getattr(args, "verbose", False))
+        from . import storage
+
         storage.configure(endpoint_url=args.s3_endpoint_url)  # once, for this process and its Ray
         # MLflow's client retries an unreachable server for about 4 minutes by default; the
         # preflight probe has already waited for it, so later calls give up after seconds.
@@ -304,17 +307,19 @@ def _make_corpus(args) -> dict:
 
 
 def _train(args) -> dict:
+    settings = _settings(args)
+    from . import preflight
     from .tracking import tracking_uri
-    from .train_job import TrainRequest, run_training
 
     say = _reporter(args)
-    settings = _settings(args)
     try:
         preflight.check_mlflow(tracking_uri(args.mlflow_uri), must_exist=False, say=say)
     except PreflightError as exc:
         if args.register:  # registering is the point of the run: do not train for nothing
             raise
         say(f"warning: {exc}; training without tracking")
+
+    from .train_job import TrainRequest, run_training
 
     request = TrainRequest(
         data=args.data, val=args.val, out=args.out, arch=args.arch, settings=settings,
@@ -328,9 +333,11 @@ def _train(args) -> dict:
 
 
 def _evaluate(args) -> dict:
-    from .evaluation import run_evaluation
+    from . import preflight
 
     preflight.check_model_ref(args.model, args.mlflow_uri, say=_reporter(args))
+    from .evaluation import run_evaluation
+
     with preflight.output_folder(args.out) if args.out else contextlib.nullcontext():
         return run_evaluation(args.data, args.model, out=args.out,
                               window_seconds=args.window_seconds, mlflow_uri=args.mlflow_uri,
@@ -339,20 +346,23 @@ def _evaluate(args) -> dict:
 
 
 def _ablation(args) -> dict:
+    args.settings = _settings(args)
     from .ablation import run_ablation
 
-    args.settings = _settings(args)
     summary = run_ablation(args, say=_reporter(args))
     print(summary["table"])  # the markdown table is the product: stdout
     return summary
 
 
 def _classify(args) -> dict:
-    from .inference import classify
+    from . import preflight
 
     say = _reporter(args)
     preflight.check_input(args.input)
     preflight.check_model_ref(args.model, args.mlflow_uri, say=say)
+    from .inference import classify
+
+    mark("imported")
     # OUTPUT last (the one check that creates something); a failed command removes it again
     # while it is empty, e.g. when the registry has no such model.
     with preflight.output_folder(args.output, overwrite=args.overwrite):
@@ -362,17 +372,19 @@ def _classify(args) -> dict:
                            mlflow_uri=args.mlflow_uri, ray_address=args.ray_address,
                            decoder=args.decoder, decode_timeout_s=args.decode_timeout,
                            rows_per_file=args.rows_per_file, say=say)
+    mark("committed")
     say(f"{summary['videos']} videos, {summary['segments']} segments, {summary['errors']} errors "
         f"in {summary['wall_s']:.1f}s ({summary['videos_per_s']:.2f} videos/s) -> {summary['output']}")
     return summary
 
 
 def _scan(args) -> dict:
-    from .scan import ScanRequest, run_scan
+    from . import preflight
 
     say = _reporter(args)
     preflight.check_input_exists(args.archive, "ARCHIVE")
     preflight.check_model_ref(args.model, args.mlflow_uri, say=say)
+    from .scan import ScanRequest, run_scan
 
     request = ScanRequest(
         archive=args.archive, output=args.output, model=args.model, scan_date=args.date,
@@ -388,6 +400,7 @@ def _scan(args) -> dict:
 
 
 def _models(args) -> dict:
+    from . import preflight
     from .registry import format_models, list_models
     from .tracking import tracking_uri
 
@@ -400,6 +413,7 @@ def _models(args) -> dict:
 
 
 def _promote(args) -> dict:
+    from . import preflight
     from .registry import promote
     from .tracking import tracking_uri
 

@@ -13,6 +13,7 @@ import random
 import re
 from dataclasses import dataclass
 
+from .errors import CorpusError
 from .storage import filesystem, list_videos
 
 _UCF_NAME = re.compile(r"^v_.+_g(?P<group>\d+)_c(?P<clip>\d+)\.\w+$", re.IGNORECASE)
@@ -34,10 +35,6 @@ class Corpus:
 
     def label_index(self, label: str) -> int:
         return self.class_names.index(label)
-
-
-class CorpusError(Exception):
-    """A corpus that cannot be read; the message is a one-line reason."""
 
 
 def read_corpus(source: str) -> Corpus:

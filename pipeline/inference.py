@@ -27,12 +27,13 @@ import pyarrow.parquet as pq
 import torch
 
 from . import commit, storage
+from .errors import TooManyErrors
 from .frames import DEFAULT_DECODER, DEFAULT_TIMEOUT_S
 from .infrastructure import check_nodes
 from .listing import listing_dataset
 from .model_store import LoadedModel, load_model
 from .models import TOP_K, for_inference, predict_probs
-from .progress import Progress, report
+from .progress import Progress, mark, report
 from .rows import error_row, is_first_row, prediction_row, rows_to_table
 from .segments import VideoWindows, clip_arrays, decode_task, decode_video
 
@@ -40,10 +41,6 @@ ROWS_PER_FILE = 50_000  # prediction rows per Parquet file
 VIDEOS_PER_DECODE_TASK = 4  # small: decoding is the slow part, spread it over every CPU
 VIDEOS_PER_CLASSIFY_TASK = 16  # decode + classify in one task (CPU clusters): ~0.7 s of short clips
 DECODE_MEMORY = 256 * 1024 * 1024  # bytes reserved per decode task
-
-
-class TooManyErrors(Exception):
-    """More videos failed than the error threshold allows; the rows were still written."""
 
 
 class Classifier:
@@ -238,9 +235,11 @@ def classify_task(videos: pa.Table, checkpoint, lineage, frames: int, size: int,
     from . import faults
     from .ray_runtime import report_node
 
+    mark("task started")
     report_node(nodes)
     faults.pause("decoding")
     classifier = _classifier_for(checkpoint, lineage)
+    mark("model loaded")
     waiting: list[tuple[dict, np.ndarray]] = []  # decoded windows the model has not seen yet
     decoded: list[VideoWindows] = []  # videos whose rows have not been made yet
 
@@ -327,6 +326,7 @@ def classify(input_uri: str, output_uri: str, model_ref: str, *, window_seconds:
             say(f"rolled forward crashed run(s) {', '.join(writer.recovered)}")
         ensure_ray(ray_address)
         check_nodes(input_uri, decoder)  # a node that cannot decode fails the job now
+        mark("nodes checked")
         nodes = NodeLog()
         try:
             with Progress(say) as progress:
@@ -335,6 +335,7 @@ def classify(input_uri: str, output_uri: str, model_ref: str, *, window_seconds:
                                    decoder=decoder, decode_timeout_s=decode_timeout_s)
                 manifest = stage_rows(rows, writer.staging, keep_retry=True,
                                       rows_per_file=rows_per_file)
+                mark("rows staged")
             node_ids = nodes.nodes()
         finally:
             nodes.close()

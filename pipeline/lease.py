@@ -42,21 +42,10 @@ from datetime import datetime
 from email.utils import parsedate_to_datetime
 
 from . import storage
+from .errors import LeaseHeld, LeaseLost, LeaseUnsupported
 
 LEASE_FILE = "_lease.json"
 DEFAULT_SECONDS = 300.0
-
-
-class LeaseHeld(Exception):
-    """Another live run holds the lease; the message says who and since when."""
-
-
-class LeaseLost(Exception):
-    """This run's lease was taken over (or could not be renewed in time); nothing was committed."""
-
-
-class LeaseUnsupported(Exception):
-    """The store cannot fence writers (no conditional writes); the message names it."""
 
 
 @dataclass(frozen=True)

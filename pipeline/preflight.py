@@ -18,16 +18,13 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from . import storage
+from .errors import PreflightError
 from .redact import redact_uri
 
 # A few quick tries: an MLflow server that is restarting answers within seconds, and one that is
 # not there should not cost minutes of silence (MLflow's own client retries for about 4 minutes).
 MLFLOW_PROBE_ATTEMPTS = 3
 MLFLOW_PROBE_TIMEOUT_S = 3.0
-
-
-class PreflightError(Exception):
-    """A command cannot start: the one-line reason."""
 
 
 def check_input(uri: str, what: str = "INPUT") -> None:

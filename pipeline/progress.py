@@ -18,6 +18,16 @@ from collections.abc import Callable
 
 PERIOD_S = 30.0  # one line per half minute when stderr is not a terminal
 PERIOD_VARIABLE = "VIDPIPE_PROGRESS_SECONDS"
+TIMINGS_VARIABLE = "VIDPIPE_TIMINGS"
+
+
+def mark(stage: str) -> None:
+    """With VIDPIPE_TIMINGS set, one stderr line `vidpipe timing: STAGE UNIX_SECONDS` (workers'
+    lines reach the driver's stderr too): where a command's fixed cost goes, for
+    tests/benchmarks/bench_fixed_cost.py. Wall-clock seconds, so marks from several processes
+    compare."""
+    if os.environ.get(TIMINGS_VARIABLE):
+        print(f"vidpipe timing: {stage} {time.time():.3f}", file=sys.stderr, flush=True)
 
 
 class _Counter:

@@ -91,6 +91,9 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
         ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
                  dashboard_port=_unused_port(), **options)
     _set_levels()  # importing ray.data re-applies its own logging configuration
+    from .progress import mark
+
+    mark("ray up")
     # Ray Data's per-operator bars only with --verbose: vidpipe shows one bar of its own (progress.py).
     ray.data.DataContext.get_current().enable_progress_bars = _verbose
 

@@ -28,7 +28,6 @@ import numpy as np
 
 from .errors import InvalidInput
 from .ffmpeg_binary import ffmpeg_exe
-from .storage import filesystem
 
 # class name -> (dx, dy, zoom, spin): the sign of each motion, in pixels, log-scale and radians.
 MOTIONS: dict[str, tuple[int, int, int, int]] = {
@@ -125,6 +124,9 @@ def write_ucf50(out: str, classes: tuple[str, ...], per_class: int, groups: int,
                 progress: Callable[[str], None] | None = None, first_group: int = 1) -> list[str]:
     """Render and encode `per_class` clips of each class into OUT/<Class>/ in the UCF50 layout,
     clip c of a class in group c % groups (numbered from `first_group`); returns their URIs."""
+    # Storage (fsspec, pyarrow) only when writing: the CLI's parser imports this module for MOTIONS.
+    from .storage import filesystem
+
     groups = max(1, min(groups, per_class))
     fs, root = filesystem(out)
     written = []

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import InvalidInput
+from .errors import InvalidInput, RegistrationFailed
 from .clips import (dataset_fingerprint, decode_labelled, to_arrays, video_digests,
                     with_fingerprints)
 from .corpus import LabelledVideo, read_corpus, split_by_group
@@ -61,10 +61,6 @@ class TrainRequest:
     experiment: str = "vidpipe-train"
     mlflow_uri: str | None = None
     ray_address: str | None = None
-
-
-class RegistrationFailed(Exception):
-    """Training succeeded but the model could not be registered; the checkpoint is kept."""
 
 
 @dataclass

@@ -38,6 +38,25 @@ def test_bad_usage_is_one_line_and_exit_2(args, message):
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.parametrize("args", [
+    ["--help"], ["classify", "--help"], ["train", "--help"], ["scan", "--help"],
+    ["classify", "in", "out"],  # no --model
+    ["classify", "in", "out", "--model", "m.pt", "--batch-sise", "4"],
+    ["train", "data", "--out", "m.pt", "--arch", "cnn4d"],
+    ["train", "data", "--out", "m.pt", "--amp"],
+    ["classify", "{missing}", "out", "--model", "m.pt"],  # INPUT does not exist
+])
+def test_help_and_rejected_input_import_no_torch_ray_or_mlflow(args, tmp_path: Path):
+    # Importing them takes seconds on a small machine; a user who mistyped should not wait for it.
+    script = ("import sys\nfrom pipeline.cli import main\n"
+              "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+              "print(sorted({name.split('.')[0] for name in sys.modules} & {'torch', 'ray', 'mlflow'}))")
+    args = [arg.format(missing=tmp_path / "missing") for arg in args]
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True, text=True,
+                          timeout=120, cwd=tmp_path)
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stderr
+
+
 def test_unreadable_input_is_one_line_and_exit_1(tmp_path: Path):
     for args in (["train", str(tmp_path / "missing"), "--out", str(tmp_path / "m.pt")],
                  ["classify", str(tmp_path), str(tmp_path / "out.parquet"),

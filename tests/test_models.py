@@ -44,6 +44,13 @@ def test_family_covers_the_paper_table():
         build_model("cnn4d_gru", 3)
 
 
+def test_the_torch_free_names_are_the_builders_names():
+    from pipeline.architectures import BACKBONE_NAMES
+    from pipeline.models.backbones import BACKBONES
+
+    assert tuple(BACKBONES) == BACKBONE_NAMES
+
+
 def test_order_blind_head_cannot_tell_a_clip_from_its_reverse():
     model = build_model("cnn2d_none", num_classes=3).eval()
     clip = torch.rand(1, 3, 20, 64, 64)

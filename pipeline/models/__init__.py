@@ -17,17 +17,14 @@ import torch
 from torch import nn
 
 from .. import devices
+# The names live in a module without torch (the CLI checks --arch with them); re-exported here.
+from ..architectures import (ALIASES, DEFAULT_ARCH, PAPER_ARCH, canonical_arch,  # noqa: F401
+                             list_models)
 from ..errors import InvalidInput
 from .backbones import BACKBONES
-from .heads import HEADS, build_head
+from .heads import build_head
 
-DEFAULT_ARCH = "motion3d_gru"
-PAPER_ARCH = "cnn3d_gru"
 TOP_K = 5  # predictions keep the k most likely classes (k <= number of classes)
-# Short names used by the paper and by our CLI defaults.
-ALIASES = {"cnn3d_gru": "cnn3d_gru128", "cnn3d_lstm": "cnn3d_lstm128", "cnn3d": "cnn3d_none",
-           "cnn3dbn_gru": "cnn3dbn_gru128", "cnn3dgn_gru": "cnn3dgn_gru128",
-           "cnn3dbnmix_gru": "cnn3dbnmix_gru128", "motion3d_gru": "motion3d_gru128"}
 
 
 # Input centring lives in the model (as buffers, not parameters) so that no caller can pair the
@@ -47,20 +44,6 @@ class ActionClassifier(nn.Module):
 
     def forward(self, clip: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone((clip - self.input_mean) / self.input_std))
-
-
-def list_models() -> list[str]:
-    """Every canonical architecture name, `<backbone>_<head>`."""
-    return [f"{backbone}_{head}" for backbone in BACKBONES for head in HEADS]
-
-
-def canonical_arch(arch: str) -> str:
-    """The canonical name for `arch` (resolving aliases); ValueError naming the choices if unknown."""
-    name = ALIASES.get(arch, arch)
-    if name not in list_models():
-        choices = ", ".join(list_models() + sorted(ALIASES))
-        raise ValueError(f"unknown architecture '{arch}'; choose one of: {choices}")
-    return name
 
 
 def build_model(arch: str, num_classes: int, frames: int = 20, size: int = 64) -> nn.Module:

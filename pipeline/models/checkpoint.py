@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, fields
 import torch
 from torch import nn
 
+from ..errors import CheckpointError
 from . import build_model, canonical_arch
 
 FORMAT = "vidpipe-checkpoint/1"
@@ -68,10 +69,6 @@ class ModelConfig:
 
     def build(self) -> nn.Module:
         return build_model(self.arch, self.num_classes, self.frames, self.size)
-
-
-class CheckpointError(Exception):
-    """A checkpoint that cannot be read or is not ours; the message is a one-line reason."""
 
 
 def checkpoint_bytes(model: nn.Module, config: ModelConfig) -> bytes:

@@ -9,18 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-# head name -> recurrent layers in order, as (cell, units); the paper's table names them this way.
-HEADS: dict[str, tuple[tuple[str, int], ...]] = {
-    "none": (),
-    "gru32": (("gru", 32),),
-    "gru128": (("gru", 128),),
-    "lstm32": (("lstm", 32),),
-    "lstm128": (("lstm", 128),),
-    "lstm32_gru32": (("lstm", 32), ("gru", 32)),
-    "gru32_lstm32": (("gru", 32), ("lstm", 32)),
-    "lstm128_gru128": (("lstm", 128), ("gru", 128)),
-    "gru128_lstm128": (("gru", 128), ("lstm", 128)),
-}
+from ..architectures import HEADS
 
 _CELLS = {"gru": nn.GRU, "lstm": nn.LSTM}
 
