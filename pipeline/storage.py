@@ -219,10 +219,7 @@ def write_json(uri: str, value) -> None:
 def write_bytes(uri: str, data: bytes) -> None:
     fs, path = filesystem(uri)
     if is_local(uri):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-        with open(tmp, "wb") as handle:
-            handle.write(data)
+        tmp = _local_temp_file(path, data)
         os.replace(tmp, path)
     else:
         fs.pipe_file(path, data)
@@ -234,10 +231,7 @@ def create_json(uri: str, value) -> bool:
     data = json.dumps(value, indent=1, default=str).encode()
     fs, path = filesystem(uri)
     if is_local(uri):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-        with open(tmp, "wb") as handle:
-            handle.write(data)
+        tmp = _local_temp_file(path, data)
         try:
             os.link(tmp, path)
         except FileExistsError:
@@ -250,6 +244,15 @@ def create_json(uri: str, value) -> bool:
     except FileExistsError:
         return False
     return True
+
+
+def _local_temp_file(path: str, data: bytes) -> str:
+    """`data` written whole to a new temp file beside `path` (for an atomic rename or link)."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+    return tmp
 
 
 def read_json(uri: str):
