@@ -1,6 +1,6 @@
-"""One writer at a time per OUTPUT, and the fence on every commit: the lease object OUTPUT/_lease.json.
+"""One writer at a time per OUTPUT, and the fence on every commit: the lease, OUTPUT/_lease.json.
 
-Both `classify` and `scan` hold it while they run (commit.committed_run). Its body names the
+Both `classify` and `scan` hold it while they run (commit.OutputWriter). Its body names the
 holder (run id, host, pid), its duration, a generation that grows with every new holder, and
 `accepted`: the runs whose commit intent was accepted and not yet settled.
 
