@@ -153,7 +153,7 @@ class OutputWriter:
         self.lease = Lease(output, run_id, lease_seconds)
         self.staging = staging_dir(output, run_id)
         self.recovered: list[str] = []
-        self._accepted = False
+        self._intent_written = False  # from then on the next holder decides what becomes of it
 
     def __enter__(self) -> OutputWriter:
         self.lease.__enter__()
@@ -166,7 +166,7 @@ class OutputWriter:
 
     def __exit__(self, exc_type, *exc) -> None:
         try:
-            if exc_type is not None and not self._accepted:
+            if exc_type is not None and not self._intent_written:
                 with contextlib.suppress(Exception):  # else the next run deletes it
                     storage.remove(self.staging, recursive=True)
         finally:
@@ -181,6 +181,7 @@ class OutputWriter:
                   "files": [list(pair) for pair in files], "replaces": list(replaces),
                   "record": {**record, "lease_generation": self.lease.generation}}
         faults.pause("before_intent")
+        self._intent_written = True
         storage.write_json(intent_uri(self.output, self.run_id), intent)
         faults.pause("after_intent")
         try:
@@ -188,7 +189,6 @@ class OutputWriter:
         except LeaseLost as lost:
             _roll_back(self.output, intent)
             raise LeaseLost(f"{lost}; run {self.run_id} committed nothing") from None
-        self._accepted = True
         committed = _finish(self.output, intent)
         with contextlib.suppress(LeaseLost):  # committed already; the next holder settles it
             self.lease.settle([self.run_id])
