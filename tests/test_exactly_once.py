@@ -13,21 +13,19 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import duckdb
 import pytest
 import torch
-from test_scan import (_run, assert_complete, assert_exactly_once, follow, kill_all, listed,
-                       mirror, reader_rows, wait_for_line)
+from test_scan import (_run, assert_complete, assert_exactly_once, kill_all, listed, mirror,
+                       reader_rows, start_vidpipe, wait_for_line)
 
 from pipeline import commit, lease, storage
 from pipeline.models.checkpoint import ModelConfig, save_checkpoint
 from pipeline.synthetic import make_corpus
 
-ROOT = Path(__file__).resolve().parents[1]
 CLASSES = ("MoveDown", "MoveLeft", "MoveRight", "MoveUp")
 
 
@@ -51,20 +49,6 @@ def archive(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def ray_address(ray_local) -> str:
     return ray_local.get_runtime_context().gcs_address
-
-
-def start_vidpipe(args: list[str], ray_address: str, pause_at: str | None = None,
-                  pause_s: float = 120) -> subprocess.Popen:
-    """`vidpipe ARGS` as a driver process of its own session, joined to the session's Ray,
-    optionally stopping at `pause_at` (pipeline/faults.py)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": ray_address,
-           "RAY_AUTH_MODE": "token"}
-    if pause_at:
-        env.update(VIDPIPE_TEST_PAUSE_AT=pause_at, VIDPIPE_TEST_PAUSE_S=str(pause_s))
-    process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], env=env, cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                               start_new_session=True)
-    return follow(process, process.stderr)
 
 
 def finished(process: subprocess.Popen, timeout: float = 600) -> tuple[int, str]:
@@ -203,12 +187,8 @@ def test_two_scans_started_at_once_commit_once(ray_address, s3_endpoint, s3fs_cl
     assert len(error_lines(err)) == 1 and "is being written by run" in err, err[-2000:]
     rows = reader_rows(mirror(s3fs_client, f"{bucket}/out", tmp_path / "seen"))
     assert_exactly_once(rows)
-    assert {(r["video_uri"], r["video_etag"]) for r in rows} == listed_s3(source)
+    assert {(r["video_uri"], r["video_etag"]) for r in rows} == listed(source)
     assert len(commit.committed_records(output)) == 1
-
-
-def listed_s3(uri: str) -> set[tuple[str, str]]:
-    return {(v.uri, v.etag) for v in storage.list_videos(uri)}
 
 
 @pytest.mark.slow
@@ -270,7 +250,7 @@ def test_a_scan_whose_every_read_is_refused_exits_1_and_the_next_one_reads_them(
     assert (second["new"], second["processed"], second["retry"]) == (8, 8, 0)
     rows = reader_rows(mirror(s3fs_client, f"{bucket}/out", tmp_path / "after"))
     assert_exactly_once(rows)
-    assert {(r["video_uri"], r["video_etag"]) for r in rows} == listed_s3(source)
+    assert {(r["video_uri"], r["video_etag"]) for r in rows} == listed(source)
 
 
 @pytest.mark.slow

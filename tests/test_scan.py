@@ -92,7 +92,8 @@ def assert_complete(rows: list[dict]) -> None:
         assert sorted(found) == list(range(len(found))), f"{key} has segments {sorted(found)}"
 
 
-def listed(archive: Path) -> set[tuple[str, str]]:
+def listed(archive: Path | str) -> set[tuple[str, str]]:
+    """(uri, ETag) of every video under a folder or an S3 prefix, as a listing sees them."""
     return {(v.uri, v.etag) for v in storage.list_videos(str(archive))}
 
 
@@ -441,14 +442,20 @@ def ray_address(ray_local) -> str:
 
 def start_scan(args: list[str], ray_address: str, pause_at: str | None = None,
                pause_s: float = 120) -> subprocess.Popen:
-    """`vidpipe scan ...` as a driver process in a session of its own, joining the Ray at
+    """`vidpipe scan ...` as start_vidpipe starts it."""
+    return start_vidpipe(["scan", *args], ray_address, pause_at, pause_s)
+
+
+def start_vidpipe(args: list[str], ray_address: str, pause_at: str | None = None,
+                  pause_s: float = 120) -> subprocess.Popen:
+    """`vidpipe ARGS` as a driver process in a session of its own, joining the Ray at
     `ray_address` and stopping at `pause_at` (see pipeline/faults.py) so that the test can
-    kill it right there. Ray ends a dead driver's tasks and actors itself."""
+    stop or kill it right there. Ray ends a dead driver's tasks and actors itself."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_ADDRESS": ray_address,
            "RAY_AUTH_MODE": "token"}
     if pause_at:
         env.update(VIDPIPE_TEST_PAUSE_AT=pause_at, VIDPIPE_TEST_PAUSE_S=str(pause_s))
-    process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "scan", *args], env=env,
+    process = subprocess.Popen([sys.executable, "-m", "pipeline.cli", *args], env=env,
                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                                text=True, start_new_session=True)
     return follow(process, process.stderr)
