@@ -135,6 +135,11 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="train a classifier with Ray Train; track it in MLflow, optionally register it")
     _add_training_data(train)
     train.add_argument("--out", required=True, help="checkpoint path to write")
+    train.add_argument("--labels", default=None, metavar="MANIFEST",
+                       help="a labelling manifest (export-uncertain --format manifest) once its "
+                            "label column is filled: its segments join the training clips; rows "
+                            "without a label are skipped, a label that is no class of DATA is an "
+                            "error (default: none)")
     train.add_argument("--arch", default=DEFAULT_ARCH, type=_arch, metavar="ARCH",
                        help=f"model architecture (default: {DEFAULT_ARCH}; the paper's is "
                             f"{PAPER_ARCH}); choices: {', '.join(list_models())}")
@@ -244,6 +249,31 @@ def build_parser() -> argparse.ArgumentParser:
     _add_decode_timeout(scan)
     scan.set_defaults(run=_scan)
 
+    uncertain = subcommands.add_parser(
+        "export-uncertain", help="the segments the model is least sure of (smallest margin between "
+                                 "its top two classes), one per video where possible, for labelling")
+    uncertain.add_argument("output", help="a scan or classify OUTPUT (folder or URI)")
+    uncertain.add_argument("--out", required=True, help="file to write (path or URI)")
+    uncertain.add_argument("--limit", type=_positive_int, default=100, help="segments to export")
+    uncertain.add_argument("--since", type=_date, default=None, metavar="YYYY-MM-DD",
+                           help="only segments of scans on or after this date (default: all)")
+    uncertain.add_argument("--format", choices=("label-studio", "manifest"), default="label-studio",
+                           help="Label Studio import JSON, or a CSV manifest (uri,start_s,end_s,"
+                                "predicted,score,label,segment) whose label column a person fills "
+                                "for `vidpipe train DATA --labels FILE`")
+    _add_common(uncertain)
+    uncertain.set_defaults(run=_export_uncertain)
+
+    report = subcommands.add_parser(
+        "report", help="one self-contained HTML page of OUTPUT's scans: class share per date, "
+                       "drift, errors, throughput, scores, the least certain segments")
+    report.add_argument("output", help="a scan or classify OUTPUT (folder or URI)")
+    report.add_argument("--out", required=True, help="HTML file to write (path or URI)")
+    report.add_argument("--segments", type=_positive_int, default=8,
+                        help="least certain segments shown, each with its middle frame")
+    _add_common(report)
+    report.set_defaults(run=_report)
+
     models = subcommands.add_parser(
         "models", help="list the registered models: versions, aliases, validation accuracy")
     models.add_argument("name", nargs="?", default=None, help="only this registered model")
@@ -326,10 +356,29 @@ def _train(args) -> dict:
         frames=args.frames, size=args.size,
         val_fraction=args.val_fraction, workers=args.workers, use_gpu=args.gpus,
         max_failures=args.max_failures, storage_path=args.storage_path, name=args.name,
-        cache=args.cache, window_seconds=args.window_seconds, register=args.register,
+        cache=args.cache, window_seconds=args.window_seconds, labels=args.labels,
+        register=args.register,
         experiment=args.experiment, mlflow_uri=args.mlflow_uri, ray_address=args.ray_address)
     with preflight.output_file(args.out):  # last: a failed check creates no folder
         return run_training(request, say)
+
+
+def _export_uncertain(args) -> dict:
+    from .uncertain import export_uncertain
+
+    summary = export_uncertain(args.output, args.out, args.limit, args.since, args.format)
+    _reporter(args)(f"wrote {summary['segments']} segments of {summary['videos']} videos to "
+                    f"{args.out} (largest margin {summary['max_margin']:.3f})")
+    return summary
+
+
+def _report(args) -> dict:
+    from .report import write_report
+
+    summary = write_report(args.output, args.out, args.segments)
+    _reporter(args)(f"wrote the report of {summary['runs']} runs and {summary['rows']} rows to "
+                    f"{args.out}")
+    return summary
 
 
 def _evaluate(args) -> dict:

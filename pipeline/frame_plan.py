@@ -125,6 +125,17 @@ def plan_windows(num_decoded: int, fps: float, num_frames: int,
             for number, (first, stop) in enumerate(zip(starts, stops))]
 
 
+def window_of_segment(segment: int, start_s: float, end_s: float) -> float:
+    """The window length that cut a video into the segment `segment` spanning start_s..end_s
+    (as prediction rows record it): segment k > 0 starts at k * window; segment 0 ends at the
+    window, or, the only segment, at the video's end, which cuts the video into that one
+    segment too. Windowing with it (plan_windows) gives back the same segment."""
+    window = start_s / segment if segment > 0 else end_s - start_s
+    if segment < 0 or not window > 0:
+        raise ValueError(f"segment {segment} from {start_s} s to {end_s} s is no window")
+    return window
+
+
 def make_segment(index: int, clip: np.ndarray, window_seconds: float | None) -> Segment:
     if window_seconds is None:
         return Segment(index, 0.0, 0.0, clip)  # the caller sets end_s to the duration
