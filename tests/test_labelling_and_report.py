@@ -240,6 +240,13 @@ def test_bad_input_is_one_line(scanned: Path, tmp_path: Path):
     assert not (tmp_path / "r.html").exists() and not (tmp_path / "u.json").exists()
 
 
+def write_csv(path: Path, lines: list[dict]) -> None:
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(lines[0]))
+        writer.writeheader()
+        writer.writerows(lines)
+
+
 def test_labelled_segments_go_back_into_training(ray_local, scanned: Path, tmp_path: Path):
     """export -> a person fills `label` -> train --labels: the segments are training clips (the
     very windows the scan classified) and part of the dataset fingerprint."""
@@ -256,10 +263,7 @@ def test_labelled_segments_go_back_into_training(ray_local, scanned: Path, tmp_p
     lines = list(csv.DictReader(manifest.open()))
     for line in lines[:2]:  # the person labels two (with the folder's class), not the third
         line["label"] = line["uri"].split("/")[-2]
-    with manifest.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(lines[0]))
-        writer.writeheader()
-        writer.writerows(lines)
+    write_csv(manifest, lines)
 
     labels = read_labels(str(manifest), CLASSES)
     assert labels.unlabelled == 1 and len(labels.videos) == 2
@@ -274,7 +278,7 @@ def test_labelled_segments_go_back_into_training(ray_local, scanned: Path, tmp_p
     assert clip[0]["clip"] == scanned_windows[first.segment]["clip"]
 
     typo = tmp_path / "typo.csv"
-    typo.write_text(manifest.read_text().replace(lines[0]["label"], "MoveSideways", 1))
+    write_csv(typo, [{**lines[0], "label": "MoveSideways"}, *lines[1:]])
     with pytest.raises(CorpusError, match="not classes of the corpus: MoveSideways"):
         read_labels(str(typo), CLASSES)
 
