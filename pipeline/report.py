@@ -100,7 +100,7 @@ def render(data: dict, grabs: list[tuple[str | None, str]]) -> str:
         "class-share": _class_share_figure(data["class_share"]),
         "drift": _runs_figure(data["runs"], [("drift_tvd", "drift (TVD)")], "drift per run"),
         "errors": _runs_figure(data["runs"], [("errors", "errors"), ("retry", "retries")],
-                               "errors and retries per run"),
+                               "errors and retries per run", bars=True),
         "throughput": _runs_figure(data["runs"], [("videos_per_s", "videos/s")],
                                    "videos/s per run"),
         "scores": _histogram_figure(data["score_histogram"]),
@@ -172,15 +172,24 @@ def _class_share_figure(rows: list[dict]) -> str:
     return _save(fig)
 
 
-def _runs_figure(runs: list[dict], series: list[tuple[str, str]], title: str) -> str:
+def _runs_figure(runs: list[dict], series: list[tuple[str, str]], title: str,
+                 bars: bool = False) -> str:
+    """One value (or a group of bars) per run, in run order; a run without a value (the first
+    scan's drift) has no point."""
     fig, axes = _figure()
-    names = [run["run_id"][:16] for run in runs]
+    positions = range(len(runs))
     width = 0.8 / len(series)
     for i, (key, label) in enumerate(series):
-        values = [run[key] if run[key] is not None else 0.0 for run in runs]
-        axes.bar([x + i * width for x in range(len(runs))], values, width=width, label=label)
-    axes.set_xticks([x + (len(series) - 1) * width / 2 for x in range(len(runs))], names,
-                    rotation=20, fontsize=7)
+        if bars:
+            axes.bar([x + (i - (len(series) - 1) / 2) * width for x in positions],
+                     [run[key] or 0 for run in runs], width=width, label=label)
+        else:
+            points = [(x, run[key]) for x, run in zip(positions, runs) if run[key] is not None]
+            axes.plot([x for x, _ in points], [y for _, y in points], marker="o", label=label)
+    axes.set_xticks(list(positions), [run["run_id"][:16] for run in runs], rotation=20,
+                    fontsize=7)
+    axes.set_xlim(-0.5, max(len(runs) - 0.5, 0.5))
+    axes.set_ylim(bottom=0)
     axes.set_title(title)
     axes.legend(fontsize=7)
     return _save(fig)

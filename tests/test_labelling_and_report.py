@@ -21,6 +21,7 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import torch
 from fixtures.browser import find_chromium, loaded_dom, screenshot
@@ -198,17 +199,18 @@ def test_report_numbers_are_duckdbs_and_the_page_renders_in_chromium(scanned: Pa
     assert SCREENSHOT.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and SCREENSHOT.stat().st_size > 50_000
 
 
-def test_both_commands_read_and_write_s3(ray_local, checkpoint, s3fs_client, bad_videos,
-                                         tmp_path: Path):
-    """Archive, OUTPUT, the export and the page all on S3; frame grabs read the S3 videos."""
+def test_both_commands_read_and_write_s3_and_a_classify_output(ray_local, checkpoint, s3fs_client,
+                                                               tmp_path: Path):
+    """Archive, OUTPUT, the export and the page all on S3; frame grabs read the S3 videos. The
+    OUTPUT is a classify's (as `make demo` writes): *.parquet and a classify run record."""
     bucket = "analytics"
     s3fs_client.mkdir(bucket)
     make_corpus(str(tmp_path / "made"), per_class=1, groups=1, seed=41, classes=CLASSES[:2])
     for video in sorted((tmp_path / "made").glob("*/*.mp4")):
         s3fs_client.pipe(f"{bucket}/archive/{video.name}", video.read_bytes())
     output = f"s3://{bucket}/scans"
-    code, _, err = _run(["scan", f"s3://{bucket}/archive", output, "--model", str(checkpoint),
-                         "--window-seconds", str(WINDOW), "--json"])
+    code, _, err = _run(["classify", f"s3://{bucket}/archive", output, "--model",
+                         str(checkpoint), "--window-seconds", str(WINDOW), "--json"])
     assert code == 0, err
 
     code, summary, err = _run(["export-uncertain", output, "--out", f"{output}/tasks.json",
@@ -221,6 +223,16 @@ def test_both_commands_read_and_write_s3(ray_local, checkpoint, s3fs_client, bad
     code, summary, err = _run(["report", output, "--out", f"{output}/report.html", "--json"])
     assert code == 0 and summary["runs"] == 1 and summary["frames"] == summary["uncertain"] > 0, err
     text = s3fs_client.cat_file(f"{bucket}/scans/report.html").decode()
+    data = json.loads(re.search(r"id='report-data'>(.*?)</script>", text, re.S)[1])
+    record = json.loads(s3fs_client.cat_file(
+        f"{bucket}/scans/_runs/{data['runs'][0]['run_id']}.json"))
+    assert record["kind"] == data["runs"][0]["kind"] == "classify"
+    assert data["runs"][0]["processed"] == record["videos"] == 2
+    rows = pq.read_table(s3fs_client.glob(f"{bucket}/scans/*.parquet"),
+                         filesystem=s3fs_client).to_pylist()
+    # a classify's rows are dated by their processing (UTC)
+    assert {r["scan_date"] for r in data["class_share"]} == {
+        row["processed_at"].date().isoformat() for row in rows if row["status"] == "ok"}
     assert "testing-secret" not in text + err and "testing-key-id" not in text + err
 
 
