@@ -185,13 +185,18 @@ def _runs_figure(runs: list[dict], series: list[tuple[str, str]], title: str,
                      [run[key] or 0 for run in runs], width=width, label=label)
         else:
             points = [(x, run[key]) for x, run in zip(positions, runs) if run[key] is not None]
-            axes.plot([x for x, _ in points], [y for _, y in points], marker="o", label=label)
+            if points:
+                axes.plot([x for x, _ in points], [y for _, y in points], marker="o", label=label)
+            else:  # e.g. drift: a single scan, or classify runs, have nothing to compare with
+                axes.text(0.5, 0.5, f"no {label} recorded", transform=axes.transAxes,
+                          ha="center", color="grey")
     axes.set_xticks(list(positions), [run["run_id"][:16] for run in runs], rotation=20,
                     fontsize=7)
     axes.set_xlim(-0.5, max(len(runs) - 0.5, 0.5))
     axes.set_ylim(bottom=0)
     axes.set_title(title)
-    axes.legend(fontsize=7)
+    if axes.get_legend_handles_labels()[0]:
+        axes.legend(fontsize=7)
     return _save(fig)
 
 
