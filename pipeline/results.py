@@ -19,11 +19,10 @@ from __future__ import annotations
 import posixpath
 
 from . import storage
+from .commit import INTENT_SUFFIX, RUNS
 from .errors import InvalidInput
 
-RUNS = "_runs"  # commit.RUNS; repeated so that reading an output imports nothing of the writer
-INTENT_SUFFIX = ".intent.json"
-SCAN_PREDICTIONS = "predictions"
+SCAN_PREDICTIONS = "predictions"  # scan.PREDICTIONS (scan.py imports Ray Data's side of things)
 
 # The run record fields the report reads; a record that lacks one (classify writes no drift)
 # reads NULL there. Classify calls its processed videos `videos`.
