@@ -26,6 +26,7 @@ conversion and actor code with a stand-in that decodes in software (tests/nvdec_
 
 from __future__ import annotations
 
+import functools
 import io
 
 import numpy as np
@@ -96,11 +97,13 @@ class TensorFrames:
 def yuv_to_rgb(luma: torch.Tensor, chroma: torch.Tensor, size: tuple[int, int], colorspace: int,
                color_range: int, scale: float = 1.0) -> torch.Tensor:
     """NV12-style planes (luma [H, W], chroma [H/2, W/2, 2] as Cb, Cr) -> uint8 RGB [h, w, 3] at
-    `size` = (h, w), on the planes' device. Area-averages each plane to `size` first (swscale's
-    `flags=area` also scales before it converts), then applies the frame's matrix and range."""
+    `size` = (h, w), on the planes' device. As swscale's packed-RGB output does: each plane is
+    area-averaged to the output size first, chroma to half the width (two neighbouring pixels
+    share it), then the frame's matrix and range apply."""
     y = area_resize(luma.float(), size) / scale
-    cb, cr = area_resize(chroma.permute(2, 0, 1).float(), (size[0], size[1] // 2)
-                         ).repeat_interleave(2, dim=-1) / scale - 128.0
+    half_width = (size[1] + 1) // 2
+    cb, cr = area_resize(chroma.permute(2, 0, 1).float(), (size[0], half_width)
+                         ).repeat_interleave(2, dim=-1)[..., :size[1]] / scale - 128.0
     kr, kb = _MATRICES.get(int(colorspace), _BT601)
     if int(color_range) != _FULL_RANGE:  # limited ("TV") range: Y in 16..235, C in 16..240
         y, cb, cr = (y - 16.0) * (255.0 / 219.0), cb * (255.0 / 224.0), cr * (255.0 / 224.0)
@@ -120,6 +123,7 @@ def area_resize(planes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return rows @ planes @ columns.T
 
 
+@functools.lru_cache(maxsize=64)  # a few frame sizes per actor
 def _box_weights(source: int, target: int, device: torch.device) -> torch.Tensor:
     """[target, source]: row i averages source [i * s, (i + 1) * s), s = source / target; when
     enlarging, linear interpolation between pixel centres (what swscale's `area` does then)."""
