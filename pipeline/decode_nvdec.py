@@ -102,7 +102,7 @@ def yuv_to_rgb(luma: torch.Tensor, chroma: torch.Tensor, size: tuple[int, int], 
     share it), then the frame's matrix and range apply."""
     y = area_resize(luma.float(), size) / scale
     half_width = (size[1] + 1) // 2
-    cb, cr = area_resize(chroma.permute(2, 0, 1).float(), (size[0], half_width)
+    cb, cr = area_resize(chroma.permute(2, 0, 1).float().contiguous(), (size[0], half_width)
                          ).repeat_interleave(2, dim=-1)[..., :size[1]] / scale - 128.0
     kr, kb = _MATRICES.get(int(colorspace), _BT601)
     if int(color_range) != _FULL_RANGE:  # limited ("TV") range: Y in 16..235, C in 16..240
