@@ -10,6 +10,7 @@ frames carry their frame index as 16 black/white stripes (bits), which survive H
 
 from __future__ import annotations
 
+import itertools
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -49,14 +50,17 @@ def read_index(clip: np.ndarray) -> list[int]:
     return (bits * (1 << np.arange(BITS))).sum(axis=1).tolist()
 
 
-def write_video(path: Path, images: np.ndarray, codec: str = "libx264", pix_fmt: str = "yuv420p",
+def write_video(path: Path, images, codec: str = "libx264", pix_fmt: str = "yuv420p",
                 fps: int = 25, options: dict | None = None) -> Path:
-    """Encode uint8 frames [N, H, W, 3] with PyAV into `path` (container from its suffix)."""
+    """Encode uint8 frames [H, W, 3] (an array [N, H, W, 3] or any iterable of frames) with
+    PyAV into `path` (container from its suffix)."""
+    images = iter(images)
+    first = next(images)
     with av.open(str(path), "w") as container:
         stream = container.add_stream(codec, rate=Fraction(fps), options=options or {})
-        stream.height, stream.width = images.shape[1:3]
+        stream.height, stream.width = first.shape[:2]
         stream.pix_fmt = pix_fmt
-        for image in images:
+        for image in itertools.chain([first], images):
             container.mux(stream.encode(av.VideoFrame.from_ndarray(image, format="rgb24")))
         container.mux(stream.encode())
     return path
@@ -135,12 +139,11 @@ def throughput(decoder, device: torch.device, tmp: Path, videos: int = 8, second
     model = for_inference(config.build(), device)
     rng = np.random.default_rng(0)
     paths = []
-    for index in range(videos):  # a smooth moving gradient with noise: realistic bit rates
-        height, width = size
-        base = np.add.outer(np.arange(height) // 4, np.arange(width) // 4)
-        images = np.stack([((base + 3 * t) % 256)[..., None]
-                           + rng.integers(0, 16, (height, width, 3))
-                           for t in range(int(seconds * 25))]).astype(np.uint8)
+    height, width = size
+    base = (np.add.outer(np.arange(height) // 4, np.arange(width) // 4) % 224).astype(np.uint8)
+    for index in range(videos):  # a moving gradient with noise: a realistic bit rate
+        images = ((base + 3 * t)[..., None] + rng.integers(0, 32, (height, width, 3), np.uint8)
+                  for t in range(int(seconds * 25)))
         paths.append(write_video(tmp / f"hd{index}.mp4", images, options={"preset": "veryfast"}))
 
     def run(decode) -> tuple[float, int]:
