@@ -17,7 +17,6 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import torch
-from fixtures.ray_cluster import last_json
 from nvdec_double import SoftwareNvdec
 from videos import write_lossless_index_video, write_testsrc
 
@@ -83,8 +82,13 @@ def test_stream_the_gpu_decoder_refuses_is_decoded_on_the_cpu(tmp_path, one_torc
     nvdec_checks.fallback_on_unsupported_stream(SoftwareNvdec(), tmp_path)
 
 
-def test_nvdec_without_gpus_is_a_usage_error(ray_local, tmp_path, capsys, model):
-    """A CPU cluster (the session's Ray) has no GPUs: one line, exit 2, and no OUTPUT left."""
+def test_on_a_cpu_cluster_auto_is_pyav_and_nvdec_a_usage_error(ray_local, tmp_path, capsys,
+                                                                model):
+    """A CPU cluster (the session's Ray) has no GPUs: `auto` decodes with PyAV as before, and
+    `nvdec` is one line, exit 2, with no OUTPUT left."""
+    from pipeline import decoder_choice
+
+    assert decoder_choice.choose("auto") == "pyav"
     (tmp_path / "in").mkdir()
     video = write_testsrc(tmp_path / "in" / "a.mp4", 1)
     capsys.readouterr()
@@ -96,16 +100,15 @@ def test_nvdec_without_gpus_is_a_usage_error(ray_local, tmp_path, capsys, model)
     assert not (tmp_path / "out").exists()
 
 
-def test_gpu_actors_decode_fall_back_and_count_it(ray_local, tmp_path, bad_videos, capsys,
+def test_gpu_actors_decode_fall_back_and_count_it(ray_local, tmp_path, bad_videos,
                                                   one_torch_thread, model):
     """The GPU shape (inference.DecodingClassifierActor in an actor pool) with the stand-in on
     CPU actors: H.264 videos are decoded by it ('nvdec'), the FFV1 one falls back ('cpu') and
-    counts once, an unreadable one is an error row; predictions match the CPU path's, which
-    `auto` takes on this CPU cluster."""
+    counts once, an unreadable one is an error row; the rows match the CPU path's."""
     import ray
 
     import nvdec_double
-    from pipeline.inference import classify
+    from pipeline.inference import classify, classify_sequential
 
     inputs = tmp_path / "in"
     inputs.mkdir()
@@ -114,11 +117,9 @@ def test_gpu_actors_decode_fall_back_and_count_it(ray_local, tmp_path, bad_video
     write_lossless_index_video(inputs / "lossless.mkv", 40)
     (inputs / "text.mp4").write_bytes(bad_videos["text"].read_bytes())
 
-    capsys.readouterr()
-    assert vidpipe(["classify", str(inputs), str(tmp_path / "auto"), "--model", str(model),
-                    "--window-seconds", "2", "--json"]) == 0
-    auto = last_json(capsys.readouterr().out)
-    assert (auto["decoder"], auto["decode_fallbacks"]) == ("pyav", 0)
+    (tmp_path / "cpu").mkdir()
+    classify_sequential(str(inputs), str(tmp_path / "cpu" / "rows.parquet"), str(model),
+                        window_seconds=2)
 
     ray.cloudpickle.register_pickle_by_value(nvdec_double)  # the stand-in lives in tests/
     summary = classify(str(inputs), str(tmp_path / "gpu"), str(model), window_seconds=2,
@@ -133,7 +134,7 @@ def test_gpu_actors_decode_fall_back_and_count_it(ray_local, tmp_path, bad_video
                                                            ("segment", "ascending")])
         return [{**row, "video_uri": Path(row["video_uri"]).name} for row in table.to_pylist()]
 
-    gpu, cpu = rows("gpu"), rows("auto")
+    gpu, cpu = rows("gpu"), rows("cpu")
     places = {(row["video_uri"], row["decoded_on"], row["status"]) for row in gpu}
     assert places == {("long.mp4", "nvdec", "ok"), ("short.mp4", "nvdec", "ok"),
                       ("lossless.mkv", "cpu", "ok"), ("text.mp4", "cpu", "error")}
