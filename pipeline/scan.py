@@ -676,10 +676,11 @@ def _track(run, record: dict) -> None:
                     "model": record["model"], "model_version": record["model_version"],
                     "scan_date": record["scan_date"], "run_id": record["run_id"],
                     "window_seconds": record["window_seconds"],
-                    "reprocess_on_model_change": record["reprocess_on_model_change"]})
+                    "reprocess_on_model_change": record["reprocess_on_model_change"],
+                    "decoder": record["decoder"]})
     metrics = {key: record[key] for key in ("listed", "new", "changed", "reprocess", "unchanged",
                                             "deleted", "restored", "planned", "processed",
-                                            "errors", "retry",
+                                            "errors", "retry", "decode_fallbacks",
                                             "segments", "wall_s", "videos_per_s")}
     if record.get("drift_tvd") is not None:
         metrics["drift_tvd"] = record["drift_tvd"]
