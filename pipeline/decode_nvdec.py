@@ -87,7 +87,13 @@ class TensorFrames:
             luma, chroma, scale = self.decoder.planes(frame)
         except NotImplementedError as exc:  # PyAV's DLPack export refuses this surface layout
             raise DecoderRefused(f"NVDEC surface not exportable: {exc}") from None
-        return yuv_to_rgb(luma, chroma, size, frame.colorspace, frame.color_range, scale)
+        rgb = yuv_to_rgb(luma, chroma, size, frame.colorspace, frame.color_range, scale)
+        if rgb.is_cuda:
+            # The planes' surface goes back to FFmpeg's pool once they are freed (on return):
+            # the kernels reading it must have run by then. A kept frame is rare among the
+            # decoded ones, so the wait costs little.
+            torch.cuda.current_stream(rgb.device).synchronize()
+        return rgb
 
     @staticmethod
     def stack(frames: list[torch.Tensor]) -> torch.Tensor:
