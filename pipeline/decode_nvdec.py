@@ -2,7 +2,8 @@
 video decoded on the GPU's video decoder (NVDEC) and turned into a uint8 clip on the GPU, where the
 classifier runs; nothing crosses to host memory or the object store.
 
-Why PyAV's own `hwaccel` (PyAV >= 14.1; pinned 18.1): PyAV's PyPI wheels bundle an FFmpeg built with
+Why PyAV's own `hwaccel` (since PyAV 14.1; frames kept on the device and their DLPack export as
+used here: 18.1, the pin): PyAV's PyPI wheels bundle an FFmpeg built with
 NVDEC (`av.codec.hwaccel.hwdevices_available()` lists 'cuda'; `av.codecs_available` has the *_cuvid
 decoders) that loads the driver's libcuda/libnvcuvid at run time, so the CPU image's one wheel
 decodes on the GPU too: no system FFmpeg (torchcodec's CUDA build needs one) and no second demuxer
