@@ -23,9 +23,11 @@ from collections.abc import Callable
 
 from . import infrastructure, synthetic
 from .architectures import DEFAULT_ARCH, PAPER_ARCH, canonical_arch, list_models
-from .errors import (CheckpointError, CorpusError, InvalidInput, LeaseHeld, LeaseLost,
-                     LeaseUnsupported, PreflightError, RegistrationFailed, TooManyErrors)
-from .frames import DECODERS, DEFAULT_DECODER, DEFAULT_TIMEOUT_S, VideoDecodeError
+from .errors import (CheckpointError, CorpusError, DecoderUnavailable, InvalidInput, LeaseHeld,
+                     LeaseLost, LeaseUnsupported, PreflightError, RegistrationFailed,
+                     TooManyErrors)
+from .frames import (DECODER_CHOICES, DECODERS, DEFAULT_DECODER, DEFAULT_TIMEOUT_S,
+                     VideoDecodeError)
 from .infrastructure import InfrastructureError
 from .progress import mark
 from .ray_runtime import set_verbose
@@ -211,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="prediction rows per Parquet file")
     _add_common(classify)
     _add_cluster(classify)
-    _add_decoder(classify)
+    _add_decoder(classify, gpu=True)
     _add_decode_timeout(classify)
     classify.set_defaults(run=_classify)
 
@@ -245,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="how long the OUTPUT lease outlives a scan that stops renewing it (killed)")
     _add_common(scan)
     _add_cluster(scan)
-    _add_decoder(scan)
+    _add_decoder(scan, gpu=True)
     _add_decode_timeout(scan)
     scan.set_defaults(run=_scan)
 
@@ -308,8 +310,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
         summary = args.run(args)
-    except UsageError as exc:
-        print(f"vidpipe: error: {exc}", file=sys.stderr)
+    except (UsageError, DecoderUnavailable) as exc:  # the second is known once Ray runs
+        print(f"vidpipe: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("vidpipe: interrupted", file=sys.stderr)
@@ -423,8 +425,16 @@ def _classify(args) -> dict:
                            rows_per_file=args.rows_per_file, say=say)
     mark("committed")
     say(f"{summary['videos']} videos, {summary['segments']} segments, {summary['errors']} errors "
-        f"in {summary['wall_s']:.1f}s ({summary['videos_per_s']:.2f} videos/s) -> {summary['output']}")
+        f"in {summary['wall_s']:.1f}s ({summary['videos_per_s']:.2f} videos/s) -> {summary['output']}"
+        + _fallback_note(summary))
     return summary
+
+
+def _fallback_note(summary: dict) -> str:
+    """How many videos an NVDEC run decoded on the CPU instead; nothing for other decoders."""
+    if summary.get("decoder") != "nvdec":
+        return ""
+    return f"; decoded on NVDEC, {summary['decode_fallbacks']} videos fell back to the CPU"
 
 
 def _scan(args) -> dict:
@@ -483,10 +493,18 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                         help="S3 endpoint (default: AWS_ENDPOINT_URL; credentials: the AWS chain)")
 
 
-def _add_decoder(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--decoder", choices=DECODERS, default=DEFAULT_DECODER,
-                        help="video decoding: pyav (in process, decodes only the sampled frames; "
-                             "default) or ffmpeg (one ffmpeg CLI process per video)")
+def _add_decoder(parser: argparse.ArgumentParser, gpu: bool = False) -> None:
+    if not gpu:  # evaluate decodes on the CPUs
+        parser.add_argument("--decoder", choices=DECODERS, default=DEFAULT_DECODER,
+                            help="video decoding: pyav (in process, decodes only the sampled "
+                                 "frames; default) or ffmpeg (one ffmpeg CLI process per video)")
+        return
+    parser.add_argument("--decoder", choices=DECODER_CHOICES, default="auto",
+                        help="video decoding: auto (NVDEC on the GPU workers where it works, else "
+                             "pyav; default), pyav (in process on CPUs, decodes only the sampled "
+                             "frames), ffmpeg (one ffmpeg CLI process per video) or nvdec (the "
+                             "GPUs' decoders, with a per-video CPU fallback counted in the "
+                             "summary; a usage error without GPU workers)")
 
 
 def _add_decode_timeout(parser: argparse.ArgumentParser) -> None:

@@ -63,6 +63,7 @@ MANIFEST_SCHEMA = pa.schema([
     ("ok_videos", pa.int64()),
     ("error_videos", pa.int64()),
     ("retry_videos", pa.int64()),  # storage failures: left out (scan), or also error_videos
+    ("cpu_ok_videos", pa.int64()),  # ok videos decoded on a CPU: a GPU-decoding run's fallbacks
 ])
 
 
@@ -104,7 +105,9 @@ def write_staged(rows: pa.Table, staging: str, keep_retry: bool,
                "segments": pc.sum(ok).as_py() or 0,
                "ok_videos": pc.sum(pc.and_(ok, first)).as_py() or 0,
                "error_videos": pc.sum(pc.and_(pc.invert(ok), first)).as_py() or 0,
-               "retry_videos": retry_videos}
+               "retry_videos": retry_videos,
+               "cpu_ok_videos": pc.sum(pc.and_(pc.and_(ok, first),
+                                               pc.equal(written["decoded_on"], "cpu"))).as_py() or 0}
     if written.num_rows:
         name = f"part-{_keys_hash(written)}.parquet"
         summary["data_file"] = storage.join(staging, "data", name)

@@ -37,6 +37,11 @@ class VideoDecodeError(Exception):
     """The input cannot be turned into frames; the message is a one-line reason."""
 
 
+class DecoderRefused(VideoDecodeError):
+    """This decoder (the GPU's, NVDEC) cannot take the stream (codec, profile, pixel format,
+    size); another decoder may: the GPU actors fall back to the CPU on it."""
+
+
 @dataclass(frozen=True)
 class VideoInfo:
     """What the decoded stream says about a video (not what its file name or listing says)."""

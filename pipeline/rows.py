@@ -32,6 +32,7 @@ PREDICTION_SCHEMA = pa.schema([
     ("model_name", pa.string()),
     ("model_version", pa.string()),
     ("mlflow_run_id", pa.string()),
+    ("decoded_on", pa.string()),  # 'cpu' or 'nvdec' (segments.decoded_on)
     ("status", pa.string()),
     ("error", pa.string()),
     ("processed_at", pa.timestamp("us", tz="UTC")),
@@ -69,6 +70,7 @@ def prediction_row(record: dict, probs: np.ndarray, class_names: tuple[str, ...]
         "width": record["width"],
         "height": record["height"],
         **_lineage_columns(lineage),
+        "decoded_on": record.get("decoded_on"),
         "status": "ok",
         "error": None,
         "processed_at": datetime.now(timezone.utc),
@@ -92,6 +94,7 @@ def error_row(record: dict, reason: str, lineage: Lineage) -> dict:
         "width": None,
         "height": None,
         **_lineage_columns(lineage),
+        "decoded_on": record.get("decoded_on"),
         "status": "error",
         "error": reason,
         "processed_at": datetime.now(timezone.utc),
