@@ -208,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster(classify)
     _add_decoder(classify)
     _add_decode_timeout(classify)
+    _add_embeddings(classify)
     classify.set_defaults(run=_classify)
 
     scan = subcommands.add_parser(
@@ -242,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster(scan)
     _add_decoder(scan)
     _add_decode_timeout(scan)
+    _add_embeddings(scan)
     scan.set_defaults(run=_scan)
 
     models = subcommands.add_parser(
@@ -371,7 +373,8 @@ def _classify(args) -> dict:
                            num_actors=args.num_actors, error_threshold=args.error_threshold,
                            mlflow_uri=args.mlflow_uri, ray_address=args.ray_address,
                            decoder=args.decoder, decode_timeout_s=args.decode_timeout,
-                           rows_per_file=args.rows_per_file, say=say)
+                           rows_per_file=args.rows_per_file, embeddings=args.embeddings,
+                           say=say)
     mark("committed")
     say(f"{summary['videos']} videos, {summary['segments']} segments, {summary['errors']} errors "
         f"in {summary['wall_s']:.1f}s ({summary['videos_per_s']:.2f} videos/s) -> {summary['output']}")
@@ -392,7 +395,7 @@ def _scan(args) -> dict:
         window_seconds=args.window_seconds, batch_size=args.batch_size, num_actors=args.num_actors,
         error_threshold=args.error_threshold, rows_per_file=args.rows_per_file,
         lease_seconds=args.lease_seconds, mlflow_uri=args.mlflow_uri, ray_address=args.ray_address,
-        decoder=args.decoder, decode_timeout_s=args.decode_timeout)
+        decoder=args.decoder, decode_timeout_s=args.decode_timeout, embeddings=args.embeddings)
     if args.dry_run:  # writes nothing
         return run_scan(request, say)
     with preflight.output_folder(args.output):  # as for classify
@@ -446,6 +449,12 @@ def _add_decode_timeout(parser: argparse.ArgumentParser) -> None:
                         help="a video whose decoding takes longer than this per started minute of "
                              "video (counted from its frames, not its header) gets an error row "
                              f"(default {DEFAULT_TIMEOUT_S:g})")
+
+
+def _add_embeddings(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-embeddings", dest="embeddings", action="store_false",
+                        help="leave out the rows' `embedding` column (the model's clip "
+                             "representation, which `vidpipe similar` searches; default: written)")
 
 
 def _add_cluster(parser: argparse.ArgumentParser) -> None:

@@ -32,7 +32,7 @@ from fixtures.ray_cluster import JOB_EXCLUDES, last_json
 from pipeline import commit, lease, segments, storage
 from pipeline.cli import main as vidpipe
 from pipeline.models.checkpoint import ModelConfig, save_checkpoint
-from pipeline.rows import Lineage, error_row, rows_to_table
+from pipeline.rows import PREDICTION_SCHEMA, Lineage, error_row, rows_to_table
 from pipeline import scan
 from pipeline.scan import diff_uri_rows, state_rows, tvd
 from pipeline.synthetic import make_corpus
@@ -280,7 +280,7 @@ def test_a_storage_failure_is_tried_again_next_night_not_recorded(tmp_path, monk
     batch = rows_to_table([error_row(r, r["error"], lineage) for r in [record, *undecodable]])
     batch = batch.append_column("retry", pa.array([True, False]))
     [manifest] = commit.write_staged(batch, str(tmp_path / "staging"), keep_retry=False,
-                                     state_rows=lambda rows: state_rows(rows, "r1")).to_pylist()
+                                     schema=PREDICTION_SCHEMA, state_rows=lambda rows: state_rows(rows, "r1")).to_pylist()
     assert (manifest["retry_videos"], manifest["error_videos"], manifest["rows"]) == (1, 1, 1)
     state = duckdb.sql(f"select video_uri, status from read_parquet('{manifest['state_file']}')").fetchall()
     assert state == [("s3://archive/b.mp4", "error")]  # the unreachable one has no state: new again
