@@ -246,6 +246,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_embeddings(scan)
     scan.set_defaults(run=_scan)
 
+    similar = subcommands.add_parser(
+        "similar", help="the segments most like one segment of a video: nearest by the cosine "
+                        "similarity of their embeddings (DuckDB over OUTPUT's Parquet)")
+    similar.add_argument("output", help="a classify or scan OUTPUT (folder or s3://...)")
+    similar.add_argument("video_uri", help="the video, as its rows name it (a local path may be "
+                                           "given as a path)")
+    similar.add_argument("--segment", type=_non_negative_int, default=0,
+                         help="which of the video's segments (0-based window index)")
+    similar.add_argument("--k", type=_positive_int, default=10, help="how many segments to list")
+    _add_common(similar)
+    similar.set_defaults(run=_similar)
+
     models = subcommands.add_parser(
         "models", help="list the registered models: versions, aliases, validation accuracy")
     models.add_argument("name", nargs="?", default=None, help="only this registered model")
@@ -379,6 +391,19 @@ def _classify(args) -> dict:
     say(f"{summary['videos']} videos, {summary['segments']} segments, {summary['errors']} errors "
         f"in {summary['wall_s']:.1f}s ({summary['videos_per_s']:.2f} videos/s) -> {summary['output']}")
     return summary
+
+
+def _similar(args) -> dict:
+    from .similar import similar
+
+    found = similar(args.output, args.video_uri, args.segment, args.k)
+    if not args.json:  # the list is the product: stdout
+        print(f"nearest to {found['video_uri']} segment {found['segment']} "
+              f"({found['model_name']} {found['model_version']}):")
+        for n in found["neighbours"]:
+            print(f"{n['similarity']:.4f}  {n['video_uri']}  segment {n['segment']} "
+                  f"({n['start_s']:.1f}-{n['end_s']:.1f} s)  {n['label']} {n['score']:.2f}")
+    return found
 
 
 def _scan(args) -> dict:
@@ -556,6 +581,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
 
 
