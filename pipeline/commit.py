@@ -47,7 +47,7 @@ import pyarrow.parquet as pq
 
 from . import faults, storage
 from .lease import DEFAULT_SECONDS, Lease, LeaseLost
-from .rows import first_rows
+from .rows import first_rows, parquet_options
 
 STAGING = "_staging"
 RUNS = "_runs"
@@ -130,7 +130,7 @@ def _write_parquet(table: pa.Table, uri: str) -> None:
     fs, path = storage.filesystem(uri)
     fs.makedirs(posixpath.dirname(path), exist_ok=True)
     with fs.open(path, "wb") as handle:
-        pq.write_table(table, handle)
+        pq.write_table(table, handle, **parquet_options(table.schema))
 
 
 # --- one run writing into OUTPUT (the driver) ---------------------------------------------------

@@ -35,7 +35,8 @@ from .listing import listing_dataset
 from .model_store import LoadedModel, load_model
 from .models import TOP_K, for_inference, predict
 from .progress import Progress, mark, report
-from .rows import error_row, is_first_row, prediction_row, prediction_schema, rows_to_table
+from .rows import (error_row, is_first_row, parquet_options, prediction_row, prediction_schema,
+                   rows_to_table)
 from .segments import VideoWindows, clip_arrays, decode_task, decode_video
 
 ROWS_PER_FILE = 50_000  # prediction rows per Parquet file
@@ -106,7 +107,8 @@ def classify_sequential(input_uri: str, output_path: str, model_ref: str,
     fs, path = storage.filesystem(output_path)
     fs.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with fs.open(path, "wb") as handle:
-        pq.write_table(classifier.table(rows), handle)
+        table = classifier.table(rows)
+        pq.write_table(table, handle, **parquet_options(table.schema))
     seconds = time.perf_counter() - started
     errors = sum(row["status"] == "error" for row in rows)
     return {"videos": len(videos), "segments": len(rows) - errors, "errors": errors,
