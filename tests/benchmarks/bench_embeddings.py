@@ -83,17 +83,17 @@ def main() -> None:
         # what a shared machine lets the step timing above resolve): normalising the head's
         # states, and the embedding column's share of building the rows' table.
         states = torch.randn(len(records), width)
-        rows = {embeddings: classifier.rows(records) for embeddings, classifier in classifiers.items()}
+        built = {embeddings: classifier.rows(records) for embeddings, classifier in classifiers.items()}
         added = {"normalise": [], "table": []}
         for _ in range(20 * args.repeats):
             started = time.perf_counter()
             torch.nn.functional.normalize(states, dim=1).numpy()
             added["normalise"].append(time.perf_counter() - started)
             started = time.perf_counter()
-            classifiers[True].table(rows[True])
+            classifiers[True].table(built[True])
             with_table = time.perf_counter() - started
             started = time.perf_counter()
-            classifiers[False].table(rows[False])
+            classifiers[False].table(built[False])
             added["table"].append(with_table - (time.perf_counter() - started))
     # The fastest of the repeats: on a shared machine, the run least slowed by other work.
     per_segment = {key: min(value) / len(records) * 1000 for key, value in times.items()}

@@ -8,12 +8,15 @@ The table is written as Parquet files of 100,000 rows (a classify OUTPUT's layou
 numpy and pyarrow, never as Python rows. The time is similar.similar end to end: finding the
 query segment's row, then the k-nearest query (one DuckDB scan of every embedding); the median of
 --repeats after one warm-up (the files are then in the page cache, as on a machine that has read
-them once). The process's peak RSS is reported beside it: the rows never come into Python.
+them once), with its CPU seconds (this process's, DuckDB's threads included: on a shared machine
+the steadier figure) and the load average. The process's peak RSS is reported beside it: the
+rows never come into Python.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import resource
 import statistics
 import sys
@@ -29,7 +32,7 @@ import pyarrow as pa  # noqa: E402
 import pyarrow.compute as pc  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
 
-from pipeline.rows import PREDICTION_SCHEMA  # noqa: E402
+from pipeline.rows import PREDICTION_SCHEMA, parquet_options  # noqa: E402
 from pipeline.similar import similar  # noqa: E402
 from results import record  # noqa: E402
 
@@ -68,6 +71,11 @@ def generated_rows(start: int, count: int, rng: np.random.Generator) -> pa.Table
     return pa.Table.from_arrays(arrays, schema=PREDICTION_SCHEMA)
 
 
+def _cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=1_000_000)
@@ -79,27 +87,32 @@ def main() -> None:
         started = time.perf_counter()
         for number, start in enumerate(range(0, args.rows, ROWS_PER_FILE)):
             table = generated_rows(start, min(ROWS_PER_FILE, args.rows - start), rng)
-            pq.write_table(table, f"{output}/part-{number:04d}.parquet")
+            pq.write_table(table, f"{output}/part-{number:04d}.parquet",
+                           **parquet_options(table.schema))  # as classify and scan write
         size = sum(path.stat().st_size for path in Path(output).glob("*.parquet"))
         print(f"wrote {args.rows} rows ({size / 1e6:.0f} MB) in {time.perf_counter() - started:.1f} s")
         rss_before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         query = "s3://archive/v12345.mp4"
         similar(output, query, segment=1, k=args.k)  # warm-up
-        times = []
+        times, cpu = [], []
         for _ in range(args.repeats):
-            started = time.perf_counter()
+            started, used = time.perf_counter(), _cpu_seconds()
             found = similar(output, query, segment=1, k=args.k)
             times.append(time.perf_counter() - started)
+            cpu.append(_cpu_seconds() - used)
         assert len(found["neighbours"]) == args.k
         rss_after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     seconds = statistics.median(times)
     print(f"similar over {args.rows} rows: {seconds:.2f} s (median of {args.repeats}: "
-          f"{', '.join(f'{t:.2f}' for t in times)}); peak RSS {rss_before:.0f} -> "
+          f"{', '.join(f'{t:.2f}' for t in times)}); CPU {statistics.median(cpu):.2f} s "
+          f"(DuckDB's threads included; the wall time on an idle machine is about this over the "
+          f"cores); load average {os.getloadavg()[0]:.1f}; peak RSS {rss_before:.0f} -> "
           f"{rss_after:.0f} MB; nearest similarity {found['neighbours'][0]['similarity']:.3f}")
     record(f"similar_query_s_{args.rows}_rows", seconds, higher_is_better=False,
            note=f"similar.similar (query row + k={args.k} nearest, DuckDB) over {args.rows} "
                 f"generated rows, {WIDTH}-float unit embeddings, {size / 1e6:.0f} MB Parquet; "
-                f"median of {args.repeats} warm runs")
+                f"median of {args.repeats} warm runs (CPU {statistics.median(cpu):.2f} s, load "
+                f"average {os.getloadavg()[0]:.1f})")
 
 
 if __name__ == "__main__":
