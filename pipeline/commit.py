@@ -91,9 +91,9 @@ def write_staged(rows: pa.Table, staging: str, keep_retry: bool, schema: pa.Sche
                  state_rows: Callable[[pa.Table], pa.Table] | None = None) -> pa.Table:
     """Ray Data step: one batch of prediction rows (`schema`, a rows.prediction_schema, plus
     `retry`) -> one staged Parquet file named by the hash of its rows' keys (a retried task
-    rewrites the same file), plus `state_rows(written rows)` as a second file when given. Rows that failed on storage (`retry`)
-    are written as error rows when `keep_retry`, else left out (a scan tries them again next
-    night); either way they are counted. Returns one MANIFEST_SCHEMA row, also for a batch that
+    rewrites the same file), plus `state_rows(written rows)` as a second file when given. Rows
+    that failed on storage (`retry`) are written as error rows when `keep_retry`, else left out
+    (a scan tries them again next night); either way they are counted. Returns one MANIFEST_SCHEMA row, also for a batch that
     writes no file."""
     retry = rows["retry"].fill_null(False)
     retry_videos = pc.sum(pc.and_(retry, first_rows(rows))).as_py() or 0

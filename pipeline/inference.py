@@ -298,10 +298,10 @@ def classify_task(videos: pa.Table, checkpoint, lineage, frames: int, size: int,
 
 def stage_rows(rows, staging: str, keep_retry: bool, schema: pa.Schema, state_rows=None,
                rows_per_file: int = ROWS_PER_FILE) -> list[dict]:
-    """Write prediction rows of `schema` (rows.prediction_schema) as Parquet files under `staging` (tasks,
-    commit.write_staged) and return the manifest: one dict per batch, in no particular order; a
-    batch whose rows were all left out (storage failures in a scan) has no data file but still
-    counts them."""
+    """Write prediction rows of `schema` (rows.prediction_schema) as Parquet files under
+    `staging` (tasks, commit.write_staged) and return the manifest: one dict per batch, in no
+    particular order; a batch whose rows were all left out (storage failures in a scan) has no
+    data file but still counts them."""
     manifest = rows.map_batches(commit.write_staged, batch_size=rows_per_file,
                                 batch_format="pyarrow",
                                 fn_kwargs={"staging": staging, "keep_retry": keep_retry,

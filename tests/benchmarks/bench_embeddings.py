@@ -83,7 +83,8 @@ def main() -> None:
         # what a shared machine lets the step timing above resolve): normalising the head's
         # states, and the embedding column's share of building the rows' table.
         states = torch.randn(len(records), width)
-        built = {embeddings: classifier.rows(records) for embeddings, classifier in classifiers.items()}
+        built = {embeddings: classifier.rows(records)
+                 for embeddings, classifier in classifiers.items()}
         added = {"normalise": [], "table": []}
         for _ in range(20 * args.repeats):
             started = time.perf_counter()
