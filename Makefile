@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-all test-gpu bench clean
+.PHONY: setup demo test test-all test-gpu gpu-wheels bench clean
 
 setup: $(STAMP)
 
@@ -25,11 +25,28 @@ test: $(STAMP)
 test-all: $(STAMP)
 	$(BIN)/python -m pytest -m '' $(PYTEST_ARGS)
 
-# The CUDA checks: they need only torch, numpy and this package (any python with a CUDA torch:
-# `make test-gpu GPU_PYTHON=python3` on a stock PyTorch image). Skipped, saying so, without CUDA.
+# The CUDA checks: they need only torch, numpy, PyAV and this package (any python with a CUDA
+# torch: `make test-gpu GPU_PYTHON=python3` on a stock PyTorch image). Skipped, saying so, without
+# CUDA. PyAV, which a stock PyTorch image lacks, comes from gpu-wheels/ when that folder has it
+# (no network needed there): `make gpu-wheels` fetches it here, for the GPU image's Python.
 GPU_PYTHON ?= $(BIN)/python
+GPU_PY_VERSION ?= 3.12
+GPU_WHEELS := gpu-wheels
+GPU_SITE := .gpu-site
 test-gpu:
-	$(GPU_PYTHON) -m pytest tests/gpu --confcutdir=tests/gpu -p no:cacheprovider $(PYTEST_ARGS)
+	@if ls $(GPU_WHEELS)/*.whl >/dev/null 2>&1; then \
+	  $(GPU_PYTHON) -m pip install -q --no-index --no-deps --no-compile --upgrade \
+	    --target $(GPU_SITE) $(GPU_WHEELS)/*.whl || exit 1; fi
+	PYTHONPATH=$(CURDIR)/$(GPU_SITE)$${PYTHONPATH:+:$$PYTHONPATH} \
+	  $(GPU_PYTHON) -m pytest tests/gpu --confcutdir=tests/gpu -p no:cacheprovider -rA $(PYTEST_ARGS)
+
+# Wheels for `make test-gpu` on a machine without network: PyAV at constraints.txt's pin, for
+# CPython $(GPU_PY_VERSION) on x86-64 Linux (git-ignored; copy or carry gpu-wheels/ with the tree).
+gpu-wheels:
+	$(PYTHON) -m pip download --quiet --no-deps --only-binary=:all: --dest $(GPU_WHEELS) \
+	  --python-version $(GPU_PY_VERSION) --implementation cp --platform manylinux_2_28_x86_64 \
+	  --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	  "av==$$(sed -n 's/^av==//p' constraints.txt)"
 
 # Every bench_*.py records its ratios in bench-results.json; summary.py prints them as one table.
 bench: $(STAMP)

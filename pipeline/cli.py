@@ -23,9 +23,11 @@ from collections.abc import Callable
 
 from . import infrastructure, synthetic
 from .architectures import DEFAULT_ARCH, PAPER_ARCH, canonical_arch, list_models
-from .errors import (CheckpointError, CorpusError, InvalidInput, LeaseHeld, LeaseLost,
-                     LeaseUnsupported, PreflightError, RegistrationFailed, TooManyErrors)
-from .frames import DECODERS, DEFAULT_DECODER, DEFAULT_TIMEOUT_S, VideoDecodeError
+from .errors import (CheckpointError, CorpusError, DecoderUnavailable, InvalidInput, LeaseHeld,
+                     LeaseLost, LeaseUnsupported, PreflightError, RegistrationFailed,
+                     TooManyErrors)
+from .frames import (DECODER_CHOICES, DECODERS, DEFAULT_DECODER, DEFAULT_TIMEOUT_S,
+                     VideoDecodeError)
 from .infrastructure import InfrastructureError
 from .progress import mark
 from .ray_runtime import set_verbose
@@ -135,6 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
         "train", help="train a classifier with Ray Train; track it in MLflow, optionally register it")
     _add_training_data(train)
     train.add_argument("--out", required=True, help="checkpoint path to write")
+    train.add_argument("--labels", default=None, metavar="MANIFEST",
+                       help="a labelling manifest (export-uncertain --format manifest) once its "
+                            "label column is filled: its segments join the training clips; rows "
+                            "without a label are skipped, a label that is no class of DATA is an "
+                            "error (default: none)")
     train.add_argument("--arch", default=DEFAULT_ARCH, type=_arch, metavar="ARCH",
                        help=f"model architecture (default: {DEFAULT_ARCH}; the paper's is "
                             f"{PAPER_ARCH}); choices: {', '.join(list_models())}")
@@ -206,7 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="prediction rows per Parquet file")
     _add_common(classify)
     _add_cluster(classify)
-    _add_decoder(classify)
+    _add_decoder(classify, gpu=True)
     _add_decode_timeout(classify)
     _add_embeddings(classify)
     classify.set_defaults(run=_classify)
@@ -241,7 +248,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="how long the OUTPUT lease outlives a scan that stops renewing it (killed)")
     _add_common(scan)
     _add_cluster(scan)
-    _add_decoder(scan)
+    _add_decoder(scan, gpu=True)
     _add_decode_timeout(scan)
     _add_embeddings(scan)
     scan.set_defaults(run=_scan)
@@ -257,6 +264,31 @@ def build_parser() -> argparse.ArgumentParser:
     similar.add_argument("--k", type=_positive_int, default=10, help="how many segments to list")
     _add_common(similar)
     similar.set_defaults(run=_similar)
+
+    uncertain = subcommands.add_parser(
+        "export-uncertain", help="the segments the model is least sure of (smallest margin between "
+                                 "its top two classes), one per video where possible, for labelling")
+    uncertain.add_argument("output", help="a scan or classify OUTPUT (folder or URI)")
+    uncertain.add_argument("--out", required=True, help="file to write (path or URI)")
+    uncertain.add_argument("--limit", type=_positive_int, default=100, help="segments to export")
+    uncertain.add_argument("--since", type=_date, default=None, metavar="YYYY-MM-DD",
+                           help="only segments of scans on or after this date (default: all)")
+    uncertain.add_argument("--format", choices=("label-studio", "manifest"), default="label-studio",
+                           help="Label Studio import JSON, or a CSV manifest (uri,start_s,end_s,"
+                                "predicted,score,label,segment) whose label column a person fills "
+                                "for `vidpipe train DATA --labels FILE`")
+    _add_common(uncertain)
+    uncertain.set_defaults(run=_export_uncertain)
+
+    report = subcommands.add_parser(
+        "report", help="one self-contained HTML page of OUTPUT's scans: class share per date, "
+                       "drift, errors, throughput, scores, the least certain segments")
+    report.add_argument("output", help="a scan or classify OUTPUT (folder or URI)")
+    report.add_argument("--out", required=True, help="HTML file to write (path or URI)")
+    report.add_argument("--segments", type=_positive_int, default=8,
+                        help="least certain segments shown, each with its middle frame")
+    _add_common(report)
+    report.set_defaults(run=_report)
 
     models = subcommands.add_parser(
         "models", help="list the registered models: versions, aliases, validation accuracy")
@@ -292,8 +324,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "30")
         summary = args.run(args)
-    except UsageError as exc:
-        print(f"vidpipe: error: {exc}", file=sys.stderr)
+    except (UsageError, DecoderUnavailable) as exc:  # the second is known once Ray runs
+        print(f"vidpipe: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("vidpipe: interrupted", file=sys.stderr)
@@ -340,10 +372,29 @@ def _train(args) -> dict:
         frames=args.frames, size=args.size,
         val_fraction=args.val_fraction, workers=args.workers, use_gpu=args.gpus,
         max_failures=args.max_failures, storage_path=args.storage_path, name=args.name,
-        cache=args.cache, window_seconds=args.window_seconds, register=args.register,
+        cache=args.cache, window_seconds=args.window_seconds, labels=args.labels,
+        register=args.register,
         experiment=args.experiment, mlflow_uri=args.mlflow_uri, ray_address=args.ray_address)
     with preflight.output_file(args.out):  # last: a failed check creates no folder
         return run_training(request, say)
+
+
+def _export_uncertain(args) -> dict:
+    from .uncertain import export_uncertain
+
+    summary = export_uncertain(args.output, args.out, args.limit, args.since, args.format)
+    _reporter(args)(f"wrote {summary['segments']} segments of {summary['videos']} videos to "
+                    f"{args.out} (largest margin {summary['max_margin']:.3f})")
+    return summary
+
+
+def _report(args) -> dict:
+    from .report import write_report
+
+    summary = write_report(args.output, args.out, args.segments)
+    _reporter(args)(f"wrote the report of {summary['runs']} runs and {summary['rows']} rows to "
+                    f"{args.out}")
+    return summary
 
 
 def _evaluate(args) -> dict:
@@ -389,7 +440,8 @@ def _classify(args) -> dict:
                            say=say)
     mark("committed")
     say(f"{summary['videos']} videos, {summary['segments']} segments, {summary['errors']} errors "
-        f"in {summary['wall_s']:.1f}s ({summary['videos_per_s']:.2f} videos/s) -> {summary['output']}")
+        f"in {summary['wall_s']:.1f}s ({summary['videos_per_s']:.2f} videos/s) -> {summary['output']}"
+        + _fallback_note(summary))
     return summary
 
 
@@ -404,6 +456,13 @@ def _similar(args) -> dict:
             print(f"{n['similarity']:.4f}  {n['video_uri']}  segment {n['segment']} "
                   f"({n['start_s']:.1f}-{n['end_s']:.1f} s)  {n['label']} {n['score']:.2f}")
     return found
+
+
+def _fallback_note(summary: dict) -> str:
+    """How many videos an NVDEC run decoded on the CPU instead; nothing for other decoders."""
+    if summary.get("decoder") != "nvdec":
+        return ""
+    return f"; decoded on NVDEC, {summary['decode_fallbacks']} videos fell back to the CPU"
 
 
 def _scan(args) -> dict:
@@ -462,10 +521,18 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
                         help="S3 endpoint (default: AWS_ENDPOINT_URL; credentials: the AWS chain)")
 
 
-def _add_decoder(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--decoder", choices=DECODERS, default=DEFAULT_DECODER,
-                        help="video decoding: pyav (in process, decodes only the sampled frames; "
-                             "default) or ffmpeg (one ffmpeg CLI process per video)")
+def _add_decoder(parser: argparse.ArgumentParser, gpu: bool = False) -> None:
+    if not gpu:  # evaluate decodes on the CPUs
+        parser.add_argument("--decoder", choices=DECODERS, default=DEFAULT_DECODER,
+                            help="video decoding: pyav (in process, decodes only the sampled "
+                                 "frames; default) or ffmpeg (one ffmpeg CLI process per video)")
+        return
+    parser.add_argument("--decoder", choices=DECODER_CHOICES, default="auto",
+                        help="video decoding: auto (NVDEC on the GPU workers where it works, else "
+                             "pyav; default), pyav (in process on CPUs, decodes only the sampled "
+                             "frames), ffmpeg (one ffmpeg CLI process per video) or nvdec (the "
+                             "GPUs' decoders, with a per-video CPU fallback counted in the "
+                             "summary; a usage error without GPU workers)")
 
 
 def _add_decode_timeout(parser: argparse.ArgumentParser) -> None:

@@ -1,7 +1,8 @@
 """Labelled clips for training and evaluation: a corpus decoded once by Ray Data, optionally cached.
 
 Clips come from the very decoding inference uses (`segments.decode_video`: the whole video, or one
-clip per window of `window_seconds`), so training and serving see identical frames. Rows are `uri`,
+clip per window of `window_seconds`; a labelled segment: its one window, cut as the scan cut it),
+so training and serving see identical frames. Rows are `uri`,
 `label` (class name), `segment` (window index), `seconds` (its span) and `clip` (the raw uint8 bytes
 of a [T, H, W, 3] array).
 
@@ -18,7 +19,7 @@ import json
 import posixpath
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -52,15 +53,16 @@ def with_fingerprints(videos: Sequence[LabelledVideo]) -> list[LabelledVideo]:
     with ThreadPoolExecutor(max_workers=16) as pool:
         etags = dict(zip((v.uri for v in missing),
                          pool.map(lambda v: fingerprint(v.uri), missing)))
-    return [video if video.etag else LabelledVideo(video.uri, video.label, video.group,
-                                                   etags[video.uri]) for video in videos]
+    return [video if video.etag else replace(video, etag=etags[video.uri]) for video in videos]
 
 
 def dataset_fingerprint(videos: Sequence[LabelledVideo]) -> str:
-    """A short hash of the videos' URIs, labels and ETags: which data a model was trained on."""
+    """A short hash of the videos' URIs, labels and ETags (and the segment of a labelled
+    segment): which data a model was trained on."""
     digest = hashlib.sha256()
-    for video in sorted(videos, key=lambda v: v.uri):
-        digest.update(f"{video.uri}\0{video.label}\0{video.etag}\n".encode())
+    for video in sorted(videos, key=lambda v: (v.uri, -1 if v.segment is None else v.segment)):
+        span = "" if video.segment is None else f"\0{video.segment}\0{video.window_seconds!r}"
+        digest.update(f"{video.uri}\0{video.label}\0{video.etag}{span}\n".encode())
     return digest.hexdigest()[:16]
 
 
@@ -96,7 +98,8 @@ def decode_labelled(videos: Sequence[LabelledVideo], frames: int, size: int,
         raise InvalidInput("no videos to decode")
     cpus = int(ray.cluster_resources().get("CPU", 1))
     decoded = (
-        ray.data.from_items([{"uri": v.uri, "label": v.label} for v in videos],
+        ray.data.from_items([{"uri": v.uri, "label": v.label, "span_segment": v.segment,
+                              "span_window": v.window_seconds} for v in videos],
                             override_num_blocks=min(len(videos), max(1, cpus * 4)))
         .flat_map(_decode_rows, fn_kwargs={"frames": frames, "size": size,
                                            "window_seconds": window_seconds, "decoder": decoder})
@@ -146,12 +149,20 @@ def unpack_batch(batch: dict, class_names: Sequence[str], frames: int | None, si
 def _decode_rows(row: dict, frames: int, size: int, window_seconds: float | None,
                  decoder: str = DEFAULT_DECODER) -> list[dict]:
     """flat_map step: one labelled video -> a clip row per window, or one row with an `error`
-    (the decoding itself is segments.decode_video, shared with inference)."""
+    (the decoding itself is segments.decode_video, shared with inference). A labelled segment
+    (`span_segment`) is cut with its own window length and keeps only its window."""
     video = {"video_uri": row["uri"], "video_etag": "", "video_bytes": 0}
+    span, span_window = row.get("span_segment"), row.get("span_window")
+    row = {"uri": row["uri"], "label": row["label"]}
+    records = decode_video(video, frames, size, span_window if span is not None else window_seconds,
+                           decoder=decoder)
+    if span is not None and records[0]["error"] is None:
+        records = [record for record in records if record["segment"] == span] or [
+            {**records[0], "error": f"no segment {span} in the video (it has {len(records)})"}]
     return [{**row, "segment": record["segment"],
              "seconds": (record["end_s"] - record["start_s"]) if record["error"] is None else 0.0,
              "clip": record["clip"], "error": record["error"] or ""}
-            for record in decode_video(video, frames, size, window_seconds, decoder=decoder)]
+            for record in records]
 
 
 def _decoded_rows_only(table):

@@ -63,6 +63,7 @@ MANIFEST_SCHEMA = pa.schema([
     ("ok_videos", pa.int64()),
     ("error_videos", pa.int64()),
     ("retry_videos", pa.int64()),  # storage failures: left out (scan), or also error_videos
+    ("cpu_ok_videos", pa.int64()),  # ok videos decoded on a CPU: a GPU-decoding run's fallbacks
 ])
 
 
@@ -93,8 +94,8 @@ def write_staged(rows: pa.Table, staging: str, keep_retry: bool, schema: pa.Sche
     `retry`) -> one staged Parquet file named by the hash of its rows' keys (a retried task
     rewrites the same file), plus `state_rows(written rows)` as a second file when given. Rows
     that failed on storage (`retry`) are written as error rows when `keep_retry`, else left out
-    (a scan tries them again next night); either way they are counted. Returns one MANIFEST_SCHEMA row, also for a batch that
-    writes no file."""
+    (a scan tries them again next night); either way they are counted. Returns one
+    MANIFEST_SCHEMA row, also for a batch that writes no file."""
     retry = rows["retry"].fill_null(False)
     retry_videos = pc.sum(pc.and_(retry, first_rows(rows))).as_py() or 0
     written = (rows if keep_retry else rows.filter(pc.invert(retry))).drop_columns(["retry"])
@@ -104,7 +105,9 @@ def write_staged(rows: pa.Table, staging: str, keep_retry: bool, schema: pa.Sche
                "segments": pc.sum(ok).as_py() or 0,
                "ok_videos": pc.sum(pc.and_(ok, first)).as_py() or 0,
                "error_videos": pc.sum(pc.and_(pc.invert(ok), first)).as_py() or 0,
-               "retry_videos": retry_videos}
+               "retry_videos": retry_videos,
+               "cpu_ok_videos": pc.sum(pc.and_(pc.and_(ok, first),
+                                               pc.equal(written["decoded_on"], "cpu"))).as_py() or 0}
     if written.num_rows:
         name = f"part-{_keys_hash(written)}.parquet"
         summary["data_file"] = storage.join(staging, "data", name)

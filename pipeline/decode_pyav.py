@@ -9,6 +9,11 @@ and decodes forward to the exact frame, identified by its timestamp. Seeking is 
 every decoded frame's timestamp matches its count (constant frame rate); otherwise, and whenever
 the container's count proves wrong, the video is decoded again sequentially with an exact count.
 
+The same walk serves the GPU decoder (decode_nvdec.py): `iter_segments` takes PyAV's `hwaccel`
+(the codec context then decodes on NVDEC) and `output`, what a kept frame becomes (here a uint8
+numpy frame through swscale; there a uint8 tensor on the GPU), so frame indices, seeking and
+errors are the CPU's by construction.
+
 It owns the library's specifics: FFmpeg's error log (captured per thread) and exceptions become
 the same one-line `VideoDecodeError` reasons the CLI backend gives.
 """
@@ -25,8 +30,8 @@ import av.filter
 import av.logging
 import numpy as np
 
-from .frame_plan import (MIN_DECODED_SHARE, Segment, VideoDecodeError, VideoInfo, deadline_s,
-                         make_segment, plan_windows, reject_non_video)
+from .frame_plan import (MIN_DECODED_SHARE, DecoderRefused, Segment, VideoDecodeError, VideoInfo,
+                         deadline_s, make_segment, plan_windows, reject_non_video)
 
 # Seek only when the target is at least this many frames past the current one (and past the
 # keyframe interval seen so far): a seek flushes the decoder and re-reads from a keyframe.
@@ -49,9 +54,13 @@ class _NotConstantRate(Exception):
 
 
 def iter_segments(source, num_frames: int, size: tuple[int, int], window_seconds: float | None,
-                  timeout_s: float) -> Generator[Segment, None, VideoInfo]:
+                  timeout_s: float, hwaccel=None, output=None
+                  ) -> Generator[Segment, None, VideoInfo]:
+    """`hwaccel`: an av.codec.hwaccel.HWAccel to decode with (DecoderRefused when the stream's
+    codec has none); `output`: what kept frames become (default: RGBFrames, uint8 numpy)."""
     started = time.monotonic()
-    with _Video(source, timeout_s, started) as video:
+    output = output or RGBFrames()
+    with _Video(source, timeout_s, started, hwaccel) as video:
         count = video.announced_frames
         if count == 0:
             raise VideoDecodeError(video.error_reason() or "no video frames could be decoded")
@@ -62,7 +71,7 @@ def iter_segments(source, num_frames: int, size: tuple[int, int], window_seconds
                 # the exact frame with or without seeking, and a recount only moves the end of the
                 # video, which lies past every yielded window's last frame (that frame decoded).
                 for segment in _sample(video, count, num_frames, size, window_seconds, seek,
-                                       skip=emitted):
+                                       output, skip=emitted):
                     yield segment
                     emitted += 1
                 break
@@ -97,25 +106,26 @@ def probe(source, timeout_s: float) -> VideoInfo:
 
 
 def _sample(video: _Video, count: int, num_frames: int, size: tuple[int, int],
-            window_seconds: float | None, seek: bool, skip: int = 0) -> Iterator[Segment]:
+            window_seconds: float | None, seek: bool, output, skip: int = 0
+            ) -> Iterator[Segment]:
     """The segments of the plan for `count` frames, after the first `skip`, in order."""
     plans = plan_windows(count, float(video.fps), num_frames, window_seconds)[skip:]
     if not plans:
         return
     wanted = np.unique(np.concatenate([plan.indices for plan in plans]))
     video.rewind()
-    kept = _kept_frames(video, wanted.tolist(), size, seek)
+    kept = _kept_frames(video, wanted.tolist(), size, seek, output)
     held = {}
     for plan in plans:  # frames arrive in order; a window's clip is made once its last arrives
         while int(plan.indices[-1]) not in held:
             index, frame = next(kept)
             held[index] = frame
-        yield make_segment(plan.index, np.stack([held[int(i)] for i in plan.indices]),
+        yield make_segment(plan.index, output.stack([held[int(i)] for i in plan.indices]),
                            window_seconds)
         held = {i: f for i, f in held.items() if i >= plan.stop}
 
 
-def _kept_frames(video: _Video, wanted: list[int], size: tuple[int, int], seek: bool
+def _kept_frames(video: _Video, wanted: list[int], size: tuple[int, int], seek: bool, output
                  ) -> Iterator[tuple[int, np.ndarray]]:
     """(index, RGB frame at `size`) for each wanted index, ascending; decodes forward, seeks far."""
     frames = video.frames()
@@ -145,7 +155,19 @@ def _kept_frames(video: _Video, wanted: list[int], size: tuple[int, int], seek: 
             elif last_key is not None:
                 gop = max(gop, position - last_key)
             video.check_deadline()
-        yield target, _rgb(frame, size)
+        yield target, output.frame(frame, size)
+
+
+class RGBFrames:
+    """Kept frames as uint8 numpy RGB [H, W, 3] (swscale, _Scaler); clips as numpy [T, H, W, 3]."""
+
+    @staticmethod
+    def frame(frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
+        return _rgb(frame, size)
+
+    @staticmethod
+    def stack(frames: list[np.ndarray]) -> np.ndarray:
+        return np.stack(frames)
 
 
 def _rgb(frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
@@ -196,15 +218,16 @@ class _Scaler:
 class _Video:
     """An opened container's first video stream, with FFmpeg's errors captured and a deadline."""
 
-    def __init__(self, source, timeout_s: float, started: float):
+    def __init__(self, source, timeout_s: float, started: float, hwaccel=None):
         self._source, self._timeout_s, self._started = source, timeout_s, started
         self._allowed_s = timeout_s
+        self._hwaccel = hwaccel
 
     def __enter__(self) -> _Video:
         self._logs = av.logging.Capture()
         self._captured = self._logs.__enter__()
         try:
-            self._container = av.open(self._source, mode="r")
+            self._container = av.open(self._source, mode="r", hwaccel=self._hwaccel)
         except av.error.FFmpegError as exc:
             self._logs.__exit__(None, None, None)
             raise VideoDecodeError(self._open_reason(exc)) from None
@@ -224,6 +247,8 @@ class _Video:
         if not container.streams.video:
             raise VideoDecodeError("no video stream (audio only or data only)")
         stream = self.stream = container.streams.video[0]
+        if self._hwaccel is not None and not stream.codec_context.is_hwaccel:
+            raise DecoderRefused(f"no hardware decoder for codec {stream.codec_context.name}")
         stream.codec_context.thread_count = 1  # parallelism comes from decoding many videos at once
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         self.fps = Fraction(rate) if rate else Fraction(25)

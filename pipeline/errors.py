@@ -51,3 +51,8 @@ class LeaseLost(Exception):
 
 class LeaseUnsupported(Exception):
     """lease.py: the store cannot fence writers (no conditional writes); the message names it."""
+
+
+class DecoderUnavailable(Exception):
+    """decoder_choice.py: the `--decoder` asked for cannot run on this cluster (`nvdec` without
+    GPUs, or GPUs that cannot decode on NVDEC); a usage error (exit 2), said in one line."""

@@ -37,6 +37,11 @@ class VideoDecodeError(Exception):
     """The input cannot be turned into frames; the message is a one-line reason."""
 
 
+class DecoderRefused(VideoDecodeError):
+    """This decoder (the GPU's, NVDEC) cannot take the stream (codec, profile, pixel format,
+    size); another decoder may: the GPU actors fall back to the CPU on it."""
+
+
 @dataclass(frozen=True)
 class VideoInfo:
     """What the decoded stream says about a video (not what its file name or listing says)."""
@@ -123,6 +128,17 @@ def plan_windows(num_decoded: int, fps: float, num_frames: int,
     stops = np.append(starts[1:], num_decoded)
     return [WindowPlan(number, int(first), int(stop), first + sample_indices(stop - first, num_frames))
             for number, (first, stop) in enumerate(zip(starts, stops))]
+
+
+def window_of_segment(segment: int, start_s: float, end_s: float) -> float:
+    """The window length that cut a video into the segment `segment` spanning start_s..end_s
+    (as prediction rows record it): segment k > 0 starts at k * window; segment 0 ends at the
+    window, or, the only segment, at the video's end, which cuts the video into that one
+    segment too. Windowing with it (plan_windows) gives back the same segment."""
+    window = start_s / segment if segment > 0 else end_s - start_s
+    if segment < 0 or not window > 0:
+        raise ValueError(f"segment {segment} from {start_s} s to {end_s} s is no window")
+    return window
 
 
 def make_segment(index: int, clip: np.ndarray, window_seconds: float | None) -> Segment:

@@ -7,7 +7,9 @@ video is read by ranges rather than downloaded whole), and the choice of decodin
 - "pyav" (default, decode_pyav.py): in process; frame count and time base from the container,
   decodes forward to each selected frame (seeking to the keyframe before a far one) and converts
   and scales only the frames kept;
-- "ffmpeg" (decode_ffmpeg.py): one ffmpeg CLI process per video decoding every frame to RGB.
+- "ffmpeg" (decode_ffmpeg.py): one ffmpeg CLI process per video decoding every frame to RGB;
+- a decoder object with the backends' `iter_segments` (decode_nvdec.NvdecDecoder: NVDEC on a GPU,
+  clips as uint8 tensors on that GPU), which the GPU actors pass instead of a name.
 
 Both give the same `VideoDecodeError` reasons (one line each) and the same clips up to the
 scaler's rounding (tests/test_frames.py states the tolerance). What the backends share (the
@@ -34,8 +36,11 @@ from .frame_plan import (DEFAULT_TIMEOUT_S, MIN_DECODED_SHARE, Segment,  # noqa:
 
 DEFAULT_NUM_FRAMES = 20
 DEFAULT_SIZE = (64, 64)  # (height, width)
-DECODERS = ("pyav", "ffmpeg")
+DECODERS = ("pyav", "ffmpeg")  # the CPU backends, by name
 DEFAULT_DECODER = "pyav"
+# What `--decoder` offers classify and scan: "auto" is NVDEC on GPU actors where it works, else
+# PyAV; "nvdec" insists on NVDEC (decoder_choice.py resolves them before the work starts).
+DECODER_CHOICES = ("auto", *DECODERS, "nvdec")
 
 
 # --- public API -------------------------------------------------------------------------------
@@ -128,8 +133,11 @@ def probe(source: Source, timeout_s: float = DEFAULT_TIMEOUT_S,
         return backend(decoder).probe(opened, timeout_s)
 
 
-def backend(decoder: str):
-    """The module implementing `decoder` ("pyav" or "ffmpeg")."""
+def backend(decoder):
+    """The module implementing `decoder` ("pyav" or "ffmpeg"), or `decoder` itself when it is a
+    decoder object (decode_nvdec.NvdecDecoder)."""
+    if hasattr(decoder, "iter_segments"):
+        return decoder
     if decoder == "pyav":
         from . import decode_pyav
 

@@ -37,7 +37,7 @@ from .models import TOP_K, for_inference, predict
 from .progress import Progress, mark, report
 from .rows import (error_row, is_first_row, parquet_options, prediction_row, prediction_schema,
                    rows_to_table)
-from .segments import VideoWindows, clip_arrays, decode_task, decode_video
+from .segments import FallbackWindows, VideoWindows, clip_arrays, decode_task, decode_video
 
 ROWS_PER_FILE = 50_000  # prediction rows per Parquet file
 VIDEOS_PER_DECODE_TASK = 4  # small: decoding is the slow part, spread it over every CPU
@@ -66,8 +66,8 @@ class Classifier:
                 for r in records]
 
     def predictions(self, clips: np.ndarray) -> list[tuple[np.ndarray, np.ndarray | None]]:
-        """(class probabilities [C], embedding or None) per uint8 clip of [N, T, H, W, 3], all
-        in one call."""
+        """(class probabilities [C], embedding or None) per uint8 clip of [N, T, H, W, 3] (an
+        array, or a tensor decoded on the model's device), all in one call."""
         out = predict(self.model, clips, batch_size=len(clips), embeddings=self.embeddings)
         embeddings = out.embeddings if self.embeddings else [None] * len(out.probs)
         return list(zip(out.probs, embeddings))
@@ -122,7 +122,7 @@ def classify_sequential(input_uri: str, output_path: str, model_ref: str,
 def predictions(videos, loaded: LoadedModel, window_seconds: float | None = None,
                 batch_size: int = 16, num_actors: int | None = None, nodes=None, progress=None,
                 decoder: str = DEFAULT_DECODER, decode_timeout_s: float = DEFAULT_TIMEOUT_S,
-                video_count: int | None = None, embeddings: bool = True):
+                video_count: int | None = None, gpu_decoder=None, embeddings: bool = True):
     """Listed videos (a Ray dataset with the LISTING_SCHEMA columns) -> prediction rows
     (rows.prediction_schema(embeddings)) plus `retry`. `window_seconds`: None = the model's
     training clip duration, 0 = whole videos.
@@ -134,6 +134,10 @@ def predictions(videos, loaded: LoadedModel, window_seconds: float | None = None
       per worker process from one object-store copy of the checkpoint.
     - GPU clusters, or `num_actors` given: decode tasks feed a pool of classifier actors (one per
       GPU by default), so the GPUs classify while the CPUs decode.
+    - `decoder` "nvdec" (decoder_choice.py: GPU clusters whose GPUs decode): a pool of actors
+      (one per GPU) that read, decode on NVDEC and classify their blocks of videos themselves
+      (DecodingClassifierActor); `gpu_decoder` is its decoder class (decode_nvdec.NvdecDecoder;
+      a test stand-in runs this shape on CPU actors).
 
     `nodes`: a ray_runtime.NodeLog to report to; `progress`: a progress.Progress handle;
     `decoder`: one of frames.DECODERS; `decode_timeout_s`: the decode deadline per started minute
@@ -166,6 +170,20 @@ def predictions(videos, loaded: LoadedModel, window_seconds: float | None = None
                                     "progress": progress, "embeddings": embeddings})
         )
     actors = num_actors or int(ray.cluster_resources().get("GPU", 1))
+    if decoder == "nvdec":
+        return (
+            listed.repartition(target_num_rows_per_block=VIDEOS_PER_DECODE_TASK)
+            .map_batches(DecodingClassifierActor, batch_size=None, batch_format="pyarrow",
+                         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
+                         fn_constructor_kwargs={
+                             "checkpoint": loaded.checkpoint, "lineage": loaded.lineage,
+                             "frames": config.frames, "size": config.size,
+                             "window_seconds": decode["window_seconds"],
+                             "device": "cuda" if gpus else "cpu", "gpu_decoder": gpu_decoder,
+                             "batch_size": batch_size, "timeout_s": decode_timeout_s,
+                             "nodes": nodes, "progress": progress, "embeddings": embeddings},
+                         num_cpus=1, num_gpus=1 if gpus else 0)
+        )
     # Torch threads per CPU actor: the CPUs the actors would share if decoding took none. Decode
     # tasks (1 CPU each, as reserved) then share cores with them.
     threads = 1 if gpus else max(1, cpus // actors)
@@ -264,24 +282,37 @@ def classify_task(videos: pa.Table, checkpoint, lineage, frames: int, size: int,
     faults.pause("decoding")
     classifier = _classifier_for(checkpoint, lineage, embeddings)
     mark("model loaded")
-    waiting: list[tuple[dict, np.ndarray]] = []  # decoded windows the model has not seen yet
-    decoded: list[VideoWindows] = []  # videos whose rows have not been made yet
+    yield from _classified(
+        videos, classifier, batch_size, progress, np.stack,
+        lambda video: VideoWindows(video, frames, size, window_seconds, timeout_s=timeout_s,
+                                   decoder=decoder))
+
+
+def _classified(videos: pa.Table, classifier: Classifier, batch_size: int, progress, stack,
+                windows_of) -> Iterable[pa.Table]:
+    """Rows plus `retry` of a block of listed videos, each decoded by `windows_of(video)` (a
+    segments.VideoWindows or FallbackWindows), `batch_size` windows per model call (`stack`
+    makes the batch of their clips). Windows are classified as they are decoded, so memory holds
+    a batch of clips however long a video is; a video's rows are made once all its windows are
+    decoded and classified, from its final `records`: a video that fails halfway is one error
+    row, and windows not among them (a GPU pass that fell back) are dropped."""
+    waiting: list[tuple[dict, object]] = []  # decoded windows the model has not seen yet
+    decoded: list = []  # videos whose rows have not been made yet
 
     def classify_waiting() -> None:
         if waiting:
-            outputs = classifier.predictions(np.stack([clip for _, clip in waiting]))
+            outputs = classifier.predictions(stack([clip for _, clip in waiting]))
             for (window, _), (probs, embedding) in zip(waiting, outputs):
                 window["probs"], window["embedding"] = probs, embedding
             waiting.clear()
 
-    def rows_of(done: list[VideoWindows]) -> pa.Table:
+    def rows_of(done: list) -> pa.Table:
         records = [record for video in done for record in video.records]
         rows = [classifier.row(r, r.get("probs"), r.get("embedding")) for r in records]
         return _rows_with_retry(classifier, rows, records, progress)
 
     for video in videos.select(["video_uri", "video_etag", "video_bytes"]).to_pylist():
-        windows = VideoWindows(video, frames, size, window_seconds, timeout_s=timeout_s,
-                               decoder=decoder)
+        windows = windows_of(video)
         for window, clip in windows:
             waiting.append((window, clip))
             if len(waiting) >= batch_size:
@@ -294,6 +325,48 @@ def classify_task(videos: pa.Table, checkpoint, lineage, frames: int, size: int,
     classify_waiting()
     if decoded:
         yield rows_of(decoded)
+
+
+class DecodingClassifierActor:
+    """map_batches step of GPU clusters with `--decoder nvdec` (or `auto` where NVDEC works):
+    each actor reads its block of listed videos, decodes the sampled frames on its GPU's decoder
+    and classifies them there (clips never leave the device, nor cross the object store). A
+    video the GPU decoder cannot take is decoded on this actor's CPU instead (FallbackWindows),
+    its rows saying `decoded_on='cpu'`.
+
+    `device`: where the model and the decoder run ("cuda" on GPU clusters; the CPU in tests);
+    `gpu_decoder`: the decoder class, called with `device` (decode_nvdec.NvdecDecoder; tests pass
+    a software stand-in)."""
+
+    def __init__(self, checkpoint: bytes, lineage, frames: int, size: int,
+                 window_seconds: float | None, device: str = "cuda", gpu_decoder=None,
+                 batch_size: int = 16, timeout_s: float = DEFAULT_TIMEOUT_S, nodes=None,
+                 progress=None, embeddings: bool = True):
+        from .decode_nvdec import NvdecDecoder
+        from .model_store import from_checkpoint_bytes
+
+        torch.set_num_threads(1)  # the CPU only decodes fallbacks here
+        self.classifier = Classifier(from_checkpoint_bytes(checkpoint, lineage), device,
+                                     embeddings)
+        self.decoder = (gpu_decoder or NvdecDecoder)(device)
+        self.device = torch.device(device)
+        self.decode = {"frames": frames, "size": size, "window_seconds": window_seconds,
+                       "timeout_s": timeout_s}
+        self.batch_size, self.nodes, self.progress = batch_size, nodes, progress
+
+    def __call__(self, videos: pa.Table) -> Iterable[pa.Table]:
+        from .ray_runtime import report_node
+
+        report_node(self.nodes)
+        yield from _classified(videos, self.classifier, self.batch_size, self.progress,
+                               self.stack, self.windows)
+
+    def windows(self, video: dict) -> FallbackWindows:
+        return FallbackWindows(video, gpu_decoder=self.decoder, **self.decode)
+
+    def stack(self, clips: list) -> torch.Tensor:
+        """One batch on the device of clips decoded there (tensors) and on the CPU (arrays)."""
+        return torch.stack([torch.as_tensor(clip).to(self.device) for clip in clips])
 
 
 def stage_rows(rows, staging: str, keep_retry: bool, schema: pa.Schema, state_rows=None,
@@ -310,8 +383,14 @@ def stage_rows(rows, staging: str, keep_retry: bool, schema: pa.Schema, state_ro
 
 
 def manifest_totals(manifest: list[dict]) -> dict:
-    keys = ("rows", "segments", "ok_videos", "error_videos", "retry_videos")
+    keys = ("rows", "segments", "ok_videos", "error_videos", "retry_videos", "cpu_ok_videos")
     return {key: sum(entry[key] for entry in manifest) for key in keys}
+
+
+def decode_fallbacks(totals: dict, decoder: str) -> int:
+    """Videos a GPU-decoding run (`decoder` "nvdec") decoded on the CPU because NVDEC could not:
+    its ok videos whose rows say decoded_on='cpu'. Other runs decode on the CPU by choice: 0."""
+    return totals["cpu_ok_videos"] if decoder == "nvdec" else 0
 
 
 def staged_files(manifest: list[dict], column: str = "data_file") -> list[str]:
@@ -331,8 +410,8 @@ def classify(input_uri: str, output_uri: str, model_ref: str, *, window_seconds:
              batch_size: int = 16, num_actors: int | None = None, error_threshold: float = 0.5,
              mlflow_uri: str | None = None, ray_address: str | None = None,
              rows_per_file: int = ROWS_PER_FILE, decoder: str = DEFAULT_DECODER,
-             decode_timeout_s: float = DEFAULT_TIMEOUT_S, embeddings: bool = True,
-             say=None) -> dict:
+             decode_timeout_s: float = DEFAULT_TIMEOUT_S, embeddings: bool = True, say=None,
+             gpu_decoder=None) -> dict:
     """listing -> predictions -> committed Parquet files in OUTPUT (OUTPUT/*.parquet), with
     each ok row's `embedding` unless `embeddings` is False.
 
@@ -340,19 +419,26 @@ def classify(input_uri: str, output_uri: str, model_ref: str, *, window_seconds:
     rerun replaces the files of earlier classify runs into the same OUTPUT rather than adding to
     them. A video whose read failed on storage gets an error row (and counts in `retry`). Raises
     lease.LeaseHeld when another run writes OUTPUT, TooManyErrors after committing when the share
-    of unreadable videos exceeds `error_threshold`.
+    of unreadable videos exceeds `error_threshold`. `decoder`: frames.DECODER_CHOICES, resolved
+    by decoder_choice.py once Ray runs (DecoderUnavailable for `nvdec` where it cannot run);
+    `gpu_decoder`: a stand-in for decode_nvdec.NvdecDecoder (tests), taken as usable: `nvdec`
+    then runs its actor shape on whatever the cluster has.
     """
+    from . import decoder_choice
     from .ray_runtime import NodeLog, ensure_ray
 
     say = say or (lambda line: None)
     started = time.perf_counter()
     loaded = load_model(model_ref, mlflow_uri)  # resolve the REF once, ship the bytes
     run_id = commit.new_run_id()
+    ensure_ray(ray_address)
+    if gpu_decoder is None:  # before OUTPUT is touched: a usage error leaves nothing behind
+        decoder = decoder_choice.choose(decoder, say)
     with commit.OutputWriter(output_uri, run_id) as writer:
         if writer.recovered:
             say(f"rolled forward crashed run(s) {', '.join(writer.recovered)}")
-        ensure_ray(ray_address)
-        check_nodes(input_uri, decoder)  # a node that cannot decode fails the job now
+        # A node that cannot decode fails the job now (NVDEC's fallback is PyAV).
+        check_nodes(input_uri, "pyav" if decoder == "nvdec" else decoder)
         mark("nodes checked")
         nodes = NodeLog()
         try:
@@ -360,7 +446,7 @@ def classify(input_uri: str, output_uri: str, model_ref: str, *, window_seconds:
                 rows = predictions(listing_dataset(input_uri, progress.handle), loaded,
                                    window_seconds, batch_size, num_actors, nodes, progress.handle,
                                    decoder=decoder, decode_timeout_s=decode_timeout_s,
-                                   embeddings=embeddings)
+                                   gpu_decoder=gpu_decoder, embeddings=embeddings)
                 manifest = stage_rows(rows, writer.staging, keep_retry=True,
                                       schema=prediction_schema(embeddings),
                                       rows_per_file=rows_per_file)
@@ -383,7 +469,8 @@ def classify(input_uri: str, output_uri: str, model_ref: str, *, window_seconds:
                    "output": output_uri, "nodes": node_ids,
                    "model_name": loaded.lineage.model_name,
                    "model_version": loaded.lineage.model_version,
-                   "recovered": writer.recovered}
+                   "recovered": writer.recovered, "decoder": decoder,
+                   "decode_fallbacks": decode_fallbacks(totals, decoder)}
         writer.commit(files, {"kind": "classify", "run_id": run_id, "input": input_uri,
                               **summary, "files": [final for _, final in files]},
                       replaces=earlier)

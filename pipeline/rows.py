@@ -43,6 +43,7 @@ PREDICTION_SCHEMA = pa.schema([
     ("model_version", pa.string()),
     ("embedding", pa.list_(pa.float32())),  # see above: one width per model, null on error
     ("mlflow_run_id", pa.string()),
+    ("decoded_on", pa.string()),  # 'cpu' or 'nvdec' (segments.decoded_on)
     ("status", pa.string()),
     ("error", pa.string()),
     ("processed_at", pa.timestamp("us", tz="UTC")),
@@ -90,6 +91,7 @@ def prediction_row(record: dict, probs: np.ndarray, class_names: tuple[str, ...]
         "height": record["height"],
         **_lineage_columns(lineage),
         EMBEDDING: embedding,
+        "decoded_on": record.get("decoded_on"),
         "status": "ok",
         "error": None,
         "processed_at": datetime.now(timezone.utc),
@@ -113,6 +115,7 @@ def error_row(record: dict, reason: str, lineage: Lineage) -> dict:
         "width": None,
         "height": None,
         **_lineage_columns(lineage),
+        "decoded_on": record.get("decoded_on"),
         "status": "error",
         "error": reason,
         "processed_at": datetime.now(timezone.utc),

@@ -47,10 +47,10 @@ from functools import partial
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from . import commit, faults, storage
+from . import commit, decoder_choice, faults, storage
 from .frames import DEFAULT_TIMEOUT_S
-from .inference import (check_error_share, manifest_totals, predictions, stage_rows,
-                        staged_files)
+from .inference import (check_error_share, decode_fallbacks, manifest_totals, predictions,
+                        stage_rows, staged_files)
 from .infrastructure import check_nodes
 from .listing import listing_dataset
 from .model_store import load_model
@@ -99,7 +99,7 @@ class ScanRequest:
     lease_seconds: float = 300.0
     mlflow_uri: str | None = None
     ray_address: str | None = None
-    decoder: str = "pyav"  # frames.DECODERS
+    decoder: str = "pyav"  # frames.DECODER_CHOICES, resolved by decoder_choice.py
     decode_timeout_s: float = DEFAULT_TIMEOUT_S  # per started minute of video
     embeddings: bool = True  # each ok row's `embedding` (False: --no-embeddings)
 
@@ -441,6 +441,10 @@ class ScanRecord:
     videos_per_s: float = 0.0
     driver_peak_rss_mb: float = 0.0
     mlflow_run_id: str | None = None
+    # how frames were decoded: "pyav", "ffmpeg" or "nvdec" (decoder_choice.py), and how many
+    # videos an NVDEC run had to decode on the CPU instead (inference.decode_fallbacks)
+    decoder: str = "pyav"
+    decode_fallbacks: int = 0
 
     def count_plan(self, counts: dict[str, int]) -> None:
         for change in (*CHANGES, "listed"):
@@ -485,12 +489,15 @@ def run_scan(request: ScanRequest, say: Callable[[str], None]) -> dict:
         say(_describe_plan(record))
         record.finish(started)
         return record.as_dict()
+    ensure_ray(request.ray_address)
+    # Before OUTPUT is touched: a decoder that cannot run here is a usage error, nothing written.
+    record.decoder = decoder_choice.choose(request.decoder, say)
     with commit.OutputWriter(request.output, record.run_id, request.lease_seconds) as writer:
         if writer.recovered:
             say(f"rolled forward crashed run(s) {', '.join(writer.recovered)}")
         record.recovered = writer.recovered
-        ensure_ray(request.ray_address)
-        check_nodes(request.archive, request.decoder)  # a node that cannot decode fails now
+        # A node that cannot decode fails now (NVDEC's fallback is PyAV).
+        check_nodes(request.archive, "pyav" if record.decoder == "nvdec" else record.decoder)
         _configure_ray_data()
         committed, tracking = _run(request, record, loaded, writer, say, started)
     _track(tracking, committed)
@@ -529,7 +536,7 @@ def _run(request: ScanRequest, record: ScanRecord, loaded, writer, say, started:
                     expr=_column("change").is_in(list(WORK)))
                 rows = predictions(work, loaded, request.window_seconds, request.batch_size,
                                    request.num_actors, log, progress.handle,
-                                   decoder=request.decoder,
+                                   decoder=record.decoder,
                                    decode_timeout_s=request.decode_timeout_s,
                                    video_count=record.planned,
                                    embeddings=request.embeddings)
@@ -552,6 +559,7 @@ def _run(request: ScanRequest, record: ScanRecord, loaded, writer, say, started:
     record.processed = totals["ok_videos"] + totals["error_videos"]
     record.errors, record.retry = totals["error_videos"], totals["retry_videos"]
     record.segments = totals["segments"]
+    record.decode_fallbacks = decode_fallbacks(totals, record.decoder)
     record.classes = class_stats(data_files)
     record.drift_tvd, record.drift_against = _drift(record.classes, records)
     partition = storage.join(output, PREDICTIONS, f"scan_date={record.scan_date}")
@@ -573,7 +581,9 @@ def _run(request: ScanRequest, record: ScanRecord, loaded, writer, say, started:
     drift = "none (nothing to compare)" if record.drift_tvd is None else f"{record.drift_tvd:g}"
     say(f"committed {run_id}: {record.processed} of {record.planned} planned videos processed, "
         f"{record.errors} errors, {record.retry} to retry, {record.deleted} deleted, "
-        f"drift {drift}")
+        f"drift {drift}"
+        + (f"; decoded on NVDEC, {record.decode_fallbacks} videos fell back to the CPU"
+           if record.decoder == "nvdec" else ""))
     return committed, tracking
 
 
@@ -669,10 +679,11 @@ def _track(run, record: dict) -> None:
                     "model": record["model"], "model_version": record["model_version"],
                     "scan_date": record["scan_date"], "run_id": record["run_id"],
                     "window_seconds": record["window_seconds"],
-                    "reprocess_on_model_change": record["reprocess_on_model_change"]})
+                    "reprocess_on_model_change": record["reprocess_on_model_change"],
+                    "decoder": record["decoder"]})
     metrics = {key: record[key] for key in ("listed", "new", "changed", "reprocess", "unchanged",
                                             "deleted", "restored", "planned", "processed",
-                                            "errors", "retry",
+                                            "errors", "retry", "decode_fallbacks",
                                             "segments", "wall_s", "videos_per_s")}
     if record.get("drift_tvd") is not None:
         metrics["drift_tvd"] = record["drift_tvd"]

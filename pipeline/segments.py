@@ -8,7 +8,9 @@ decoded stream says (duration_s, fps, width, height), the clip as raw uint8 byte
 reason) with `retry`: True when storage failed (the object may read fine next time) or the object
 is no longer the version listed (overwritten between the listing and the read: records never claim
 the listed ETag for other bytes; the next listing sees the new ETag), False when the bytes are not
-a decodable video (final for that ETag).
+a decodable video (final for that ETag); `decoded_on`: 'cpu' or 'nvdec', where the frames were
+decoded (on an error record, where the decode that failed ran; null when the read failed).
+`FallbackWindows` is the GPU actors' decode: NVDEC, and the CPU for a video NVDEC cannot take.
 """
 
 from __future__ import annotations
@@ -36,9 +38,17 @@ SEGMENT_SCHEMA = pa.schema([
     ("width", pa.int32()),
     ("height", pa.int32()),
     ("clip", pa.binary()),
+    ("decoded_on", pa.string()),
     ("error", pa.string()),
     ("retry", pa.bool_()),
 ])
+
+CPU = "cpu"  # `decoded_on` of the CPU backends (frames.DECODERS)
+
+
+def decoded_on(decoder) -> str:
+    """Where `decoder` (a frames.DECODERS name, or a decoder object such as NvdecDecoder) runs."""
+    return getattr(decoder, "decoded_on", CPU)
 
 
 class ChangedSinceListed(Exception):
@@ -50,7 +60,8 @@ class VideoWindows:
     must not hold a long video's clips at once.
 
     Iterating yields (record, clip) per window as soon as it is decoded: the record has the
-    SEGMENT_SCHEMA columns but `clip` (None), the clip is uint8 [frames, size, size, 3]. Once the
+    SEGMENT_SCHEMA columns but `clip` (None), the clip is uint8 [frames, size, size, 3] (numpy; a
+    tensor on the GPU for decode_nvdec.NvdecDecoder). Once the
     iteration ends, `records` holds what decode_video returns, without clips: the very records
     yielded (completed in place: the stream's columns, the last window ending where the video
     does), or one error record if the video failed, also after some windows were yielded. So a
@@ -65,6 +76,7 @@ class VideoWindows:
                         "window_seconds": window_seconds, "timeout_s": timeout_s,
                         "decoder": decoder}
         self._data = data
+        self.decoded_on = decoded_on(decoder)
         self.records: list[dict] = []
 
     def __iter__(self) -> Iterator[tuple[dict, np.ndarray]]:
@@ -110,7 +122,8 @@ class VideoWindows:
                 return finished.value
             window = {**self.listed, "segment": segment.index, "start_s": segment.start_s,
                       "end_s": segment.end_s, "duration_s": None, "fps": None, "width": None,
-                      "height": None, "clip": None, "error": None, "retry": False}
+                      "height": None, "clip": None, "decoded_on": self.decoded_on, "error": None,
+                  "retry": False}
             windows.append(window)
             yield window, segment.clip
 
@@ -121,7 +134,7 @@ class VideoWindows:
                 # The listing saw bytes that the read did not get: the store failed, not the video.
                 return error_record(listed, f"cannot read input: the store returned 0 of "
                                             f"{listed['video_bytes']} bytes", retry=True)
-            return error_record(listed, str(exc), retry=False)
+            return error_record(listed, str(exc), retry=False, decoded_on=self.decoded_on)
         if isinstance(exc, FileNotFoundError):  # gone since listed: the next listing says what happened
             return error_record(listed, "cannot read input: deleted since it was listed", retry=True)
         # Overwritten before the read (ChangedSinceListed) or during it (s3fs's FileExpired: its
@@ -130,6 +143,35 @@ class VideoWindows:
             return error_record(listed, "cannot read input: changed since it was listed", retry=True)
         # storage (network, throttling, permissions): worth another try later
         return error_record(listed, f"cannot read input: {type(exc).__name__}", retry=True)
+
+
+class FallbackWindows:
+    """VideoWindows of a GPU actor: decoded by `gpu_decoder` (decode_nvdec.NvdecDecoder), or, when
+    that fails to decode the video (DecoderRefused: a codec, profile or size NVDEC cannot take;
+    or any other decode error), decoded again on this actor's CPU by PyAV. The windows of the
+    failed pass were yielded but are not among `records` (VideoWindows' rule for a video that
+    fails halfway), so the caller drops them. `fell_back` says whether the CPU decoded it; a
+    storage failure is not retried on the CPU (the read failed, not the decoder)."""
+
+    def __init__(self, video: dict, frames: int, size: int, window_seconds: float | None,
+                 gpu_decoder, timeout_s: float = DEFAULT_TIMEOUT_S):
+        self._args = (video, frames, size, window_seconds)
+        self._timeout_s, self._gpu_decoder = timeout_s, gpu_decoder
+        self.records: list[dict] = []
+        self.fell_back = False
+        self.refusal: str | None = None  # the GPU decoder's reason, when it fell back
+
+    def __iter__(self) -> Iterator[tuple[dict, object]]:
+        on_gpu = VideoWindows(*self._args, timeout_s=self._timeout_s, decoder=self._gpu_decoder)
+        yield from on_gpu
+        failed = on_gpu.records[0]
+        if failed["error"] is None or failed["retry"]:
+            self.records = on_gpu.records
+            return
+        self.fell_back, self.refusal = True, failed["error"]
+        on_cpu = VideoWindows(*self._args, timeout_s=self._timeout_s, decoder=DEFAULT_DECODER)
+        yield from on_cpu
+        self.records = on_cpu.records
 
 
 def decode_video(video: dict, frames: int, size: int, window_seconds: float | None,
@@ -145,10 +187,10 @@ def decode_video(video: dict, frames: int, size: int, window_seconds: float | No
     return [{**record, "clip": clip.tobytes()} for record, clip in zip(decoded.records, clips)]
 
 
-def error_record(video: dict, reason: str, retry: bool) -> dict:
+def error_record(video: dict, reason: str, retry: bool, decoded_on: str | None = None) -> dict:
     return {**video, "segment": 0, "start_s": None, "end_s": None, "duration_s": None,
-            "fps": None, "width": None, "height": None, "clip": b"", "error": reason,
-            "retry": retry}
+            "fps": None, "width": None, "height": None, "clip": b"", "decoded_on": decoded_on,
+            "error": reason, "retry": retry}
 
 
 SPILL_BYTES = 32 * 1024 * 1024  # a video's clips beyond this wait on local disk, not in memory

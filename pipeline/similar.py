@@ -1,14 +1,12 @@
 """"Like this one": the k segments nearest a given segment by the cosine similarity of their
-embeddings (rows' `embedding`), computed in DuckDB over OUTPUT's Parquet files.
+embeddings (rows' `embedding`), computed in DuckDB over OUTPUT's Parquet.
 
-Reads only the Parquet (a classify OUTPUT's `*.parquet`, or a scan OUTPUT's
-`predictions/**/*.parquet`), never the pipeline's internals; files written without embeddings
-(--no-embeddings, or before the column existed) are read by name (`union_by_name`) and their
-rows skipped. Only rows of the query's own model are compared: another model's embeddings live
-in another space. DuckDB reads S3 through the same fsspec filesystem as the rest of vidpipe
-(storage.filesystem: the AWS credential chain, --s3-endpoint-url), registered with the
-connection, so no DuckDB extension (httpfs is a download) and no secret is involved. The search
-is one scan of the Parquet inside DuckDB: no row reaches Python but the k it returns.
+Reads OUTPUT as every analysis command does (results.open_output: the `predictions` view over
+a scan's or a classify's Parquet, by column name, S3 through vidpipe's own fsspec filesystem),
+never the pipeline's internals. Rows written without embeddings (--no-embeddings, or before
+the column existed) are skipped. Only rows of the query's own model are compared: another
+model's embeddings live in another space. The search is one scan of the Parquet inside DuckDB:
+no row reaches Python but the k it returns.
 """
 
 from __future__ import annotations
@@ -18,12 +16,13 @@ from dataclasses import asdict, dataclass
 
 from . import storage
 from .errors import InvalidInput
+from .results import open_output
 
-# The query rows' columns: the query segment's row, then its neighbours.
+# The query segment's rows (its versions, newest first), then its neighbours.
 QUERY_SQL = """
 select segment, status, embedding is not null as embedded, len(embedding) as width,
        model_name, model_version, embedding
-from read_parquet($files, union_by_name = true)
+from predictions
 where video_uri = $video_uri
 order by segment, processed_at desc
 """
@@ -33,7 +32,7 @@ order by segment, processed_at desc
 NEAREST_SQL = """
 select video_uri, segment, start_s, end_s, label, score,
        array_cosine_similarity(embedding::FLOAT[{width}], $query::FLOAT[{width}]) as similarity
-from read_parquet($files, union_by_name = true)
+from predictions
 where status = 'ok' and embedding is not null
   and model_name = $model_name and model_version = $model_version
   and not (video_uri = $video_uri and segment = $segment)
@@ -53,45 +52,19 @@ class Neighbour:
     similarity: float
 
 
-def predictions_glob(output: str) -> str:
-    """The Parquet files of OUTPUT's predictions, as DuckDB reads them: a scan's partitions,
-    else classify's files."""
-    fs, root = storage.filesystem(output)
-    pattern = (f"{root}/predictions/**/*.parquet" if fs.isdir(f"{root}/predictions")
-               else f"{root}/*.parquet")
-    if not fs.glob(pattern):
-        raise InvalidInput(f"no predictions under {output} (expected *.parquet or "
-                           "predictions/scan_date=*/*.parquet)")
-    return pattern if storage.is_local(output) else fs.unstrip_protocol(pattern)
-
-
-def connect(output: str):
-    """A DuckDB connection that reads OUTPUT: local files natively, anything else (S3) through
-    vidpipe's fsspec filesystem for it."""
-    import duckdb
-
-    connection = duckdb.connect()
-    if not storage.is_local(output):
-        connection.register_filesystem(storage.filesystem(output)[0])
-    return connection
-
-
 def similar(output: str, video_uri: str, segment: int = 0, k: int = 10) -> dict:
     """The query segment and its `k` nearest segments (most similar first) in OUTPUT.
     InvalidInput with one line when OUTPUT has no predictions or no embeddings, VIDEO_URI is
     not in it, or has no such segment or no embedding for it."""
-    files = predictions_glob(output)
-    connection = connect(output)
-    columns = [name for name, *_ in connection.execute(
-        "describe select * from read_parquet($files, union_by_name = true)",
-        {"files": files}).fetchall()]
+    connection = open_output(output)
+    columns = [name for name, *_ in connection.execute("describe predictions").fetchall()]
     if "embedding" not in columns:
-        raise InvalidInput(f"the predictions under {output} have no embeddings (written with "
+        raise InvalidInput(f"the predictions in {output} have no embeddings (written with "
                            "--no-embeddings or by an older vidpipe); classify or scan again")
     video_uri = _as_listed(video_uri)
-    rows = connection.execute(QUERY_SQL, {"files": files, "video_uri": video_uri}).fetchall()
+    rows = connection.execute(QUERY_SQL, {"video_uri": video_uri}).fetchall()
     if not rows:
-        raise InvalidInput(f"{video_uri} is not in the predictions under {output}")
+        raise InvalidInput(f"{video_uri} is not in the predictions in {output}")
     chosen = [row for row in rows if row[0] == segment]
     if not chosen:
         have = sorted({row[0] for row in rows})
@@ -105,8 +78,8 @@ def similar(output: str, video_uri: str, segment: int = 0, k: int = 10) -> dict:
         raise InvalidInput(f"{video_uri} segment {segment} was classified without embeddings "
                            "(--no-embeddings)")
     found = connection.execute(NEAREST_SQL.format(width=int(width)), {
-        "files": files, "query": embedding, "model_name": model_name,
-        "model_version": model_version, "video_uri": video_uri, "segment": segment, "k": k,
+        "query": embedding, "model_name": model_name, "model_version": model_version,
+        "video_uri": video_uri, "segment": segment, "k": k,
     }).fetchall()
     neighbours = [Neighbour(*row) for row in found]
     return {"output": output, "video_uri": video_uri, "segment": segment,

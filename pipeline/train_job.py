@@ -25,7 +25,7 @@ import numpy as np
 from .errors import InvalidInput, RegistrationFailed
 from .clips import (dataset_fingerprint, decode_labelled, to_arrays, video_digests,
                     with_fingerprints)
-from .corpus import LabelledVideo, read_corpus, split_by_group
+from .corpus import LabelledVideo, read_corpus, read_labels, split_by_group
 from .evaluation import Evaluation, evaluate, plot_confusion, plot_learning_curve
 from .models import DEFAULT_ARCH, count_parameters
 from .models.checkpoint import ModelConfig, write_checkpoint_bytes
@@ -57,6 +57,7 @@ class TrainRequest:
     name: str | None = None
     cache: str | None = None
     window_seconds: float | None = None
+    labels: str | None = None  # a filled labelling manifest (corpus.read_labels), training only
     register: str | None = None
     experiment: str = "vidpipe-train"
     mlflow_uri: str | None = None
@@ -92,6 +93,25 @@ def split_data(data: str, val: str | None, val_fraction: float, seed: int,
     return data
 
 
+def add_labels(data: LabelledData, labels: str, say: Callable[[str], None]) -> int:
+    """Add the labelled segments of a filled manifest to the training videos; how many. They
+    train only: validation and the champion gate stay the corpus's held-out groups, comparable
+    with earlier models. A segment of a held-out video is left out (it would leak into them)."""
+    read = read_labels(labels, data.class_names)
+    held_out = {video.uri for video in data.val + data.gate}
+    added = [video for video in read.videos if video.uri not in held_out]
+    if read.unlabelled:
+        say(f"labels: skipped {read.unlabelled} row(s) of {labels} with no label yet")
+    if len(added) < len(read.videos):
+        say(f"labels: skipped {len(read.videos) - len(added)} segment(s) of videos held out "
+            f"for validation")
+    if not added:
+        raise InvalidInput(f"no labelled segment to train on in {labels}")
+    data.train = data.train + added
+    say(f"labels: {len(added)} labelled segment(s) from {labels} added to the training videos")
+    return len(added)
+
+
 def split_selection_and_gate(val: list[LabelledVideo], seed: int
                              ) -> tuple[list[LabelledVideo], list[LabelledVideo], str]:
     """(selection, gate, why the gate is empty): validation videos split by recording group, no
@@ -110,6 +130,7 @@ def run_training(request: TrainRequest, say: Callable[[str], None]) -> dict:
 
     settings = request.settings
     data = split_data(request.data, request.val, request.val_fraction, settings.seed, gate=True)
+    labelled = add_labels(data, request.labels, say) if request.labels else 0
     data.train = with_fingerprints(data.train)
     data.val = with_fingerprints(data.val)
     data.gate = with_fingerprints(data.gate)
@@ -162,6 +183,7 @@ def run_training(request: TrainRequest, say: Callable[[str], None]) -> dict:
 
     summary = {"checkpoint": request.out, "arch": config.arch, "classes": list(config.class_names),
                "workers": run.workers, "nodes": result.nodes, "train_clips": train.count,
+               "labelled_segments": labelled, "dataset_fingerprint": fingerprint,
                "val_clips": val.count if val else 0, "gate_videos": len(data.gate),
                "ray_train_run": result.run_path,
                "resumed_from_epoch": result.resumed_from_epoch, "best_epoch": result.best_epoch,

@@ -17,7 +17,8 @@ def run(*args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("args", [["--help"], ["make-corpus", "--help"], ["train", "--help"],
-                                  ["classify", "--help"]])
+                                  ["classify", "--help"], ["export-uncertain", "--help"],
+                                  ["report", "--help"]])
 def test_help_exits_zero(args):
     done = run(*args)
     assert done.returncode == 0 and "usage: vidpipe" in done.stdout
@@ -32,6 +33,9 @@ def test_help_exits_zero(args):
     (["similar", "out", "v.mp4", "--segment", "-1"], "must be >= 0"),
     (["frobnicate"], "invalid choice"),
     ([], "required"),
+    (["export-uncertain", "out"], "--out"),
+    (["export-uncertain", "out", "--out", "f.json", "--format", "xml"], "invalid choice"),
+    (["report", "out", "--out", "r.html", "--segments", "0"], "must be >= 1"),
 ])
 def test_bad_usage_is_one_line_and_exit_2(args, message):
     done = run(*args)
@@ -50,6 +54,9 @@ def test_bad_usage_is_one_line_and_exit_2(args, message):
     ["classify", "{missing}", "out", "--model", "m.pt", "--no-embeddings"],
     ["similar", "--help"],
     ["similar", "{missing}", "v.mp4"],  # OUTPUT has no predictions: DuckDB and fsspec only
+    ["export-uncertain", "--help"], ["report", "--help"],
+    ["export-uncertain", "{missing}", "--out", "u.json"],  # reading an OUTPUT needs none of them
+    ["report", "{missing}", "--out", "r.html"],
 ])
 def test_help_and_rejected_input_import_no_torch_ray_or_mlflow(args, tmp_path: Path):
     # Importing them takes seconds on a small machine; a user who mistyped should not wait for it.

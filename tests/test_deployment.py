@@ -755,3 +755,43 @@ def test_crontab_submits_one_job_per_day():
         assert SAMPLE_DATE in submission_id and not re.search(r"\$", submission_id), submission_id
         scan_argv = list(scan.argv)
         assert scan_argv[scan_argv.index("--date") + 1] == SAMPLE_DATE
+
+
+# --- the GPU decoding path (NVDEC) ----------------------------------------------------------
+
+
+def _capabilities(value: str) -> set[str]:
+    return {part.strip() for part in value.split(",")}
+
+
+def test_gpu_workers_can_decode_on_nvdec():
+    """The GPU path (pipeline/decode_nvdec.py) needs the driver's video libraries in the
+    container (the `video` driver capability) and PyAV's NVDEC-enabled FFmpeg: the image asks
+    for the capability and checks PyAV at build time, ray up's GPU type passes it on docker run,
+    and no GPU pod overrides it without `video`."""
+    instructions = dockerfile_instructions()
+    env = dict(arguments.split("=", 1) for instruction, arguments in instructions
+               if instruction == "ENV" and "=" in arguments)
+    assert "video" in _capabilities(env.get("NVIDIA_DRIVER_CAPABILITIES", "")), env
+    assert {"compute", "utility"} <= _capabilities(env["NVIDIA_DRIVER_CAPABILITIES"])
+    run = " ".join(arguments for instruction, arguments in instructions if instruction == "RUN")
+    assert "hwdevices_available()" in run and "'cuda'" in run, "the build checks PyAV's CUDA support"
+    pinned = re.search(r"^av==(\d+)\.(\d+)", (REPO / "constraints.txt").read_text(), re.M)
+    assert pinned and (int(pinned[1]), int(pinned[2])) >= (18, 1), "decode_nvdec needs PyAV >= 18.1"
+
+    (doc,) = ray_up_configs()
+    for name, spec in doc.body["available_node_types"].items():
+        if spec["resources"].get("GPU"):
+            options = " ".join(spec["docker"].get("worker_run_options", []))
+            passed = re.search(r"NVIDIA_DRIVER_CAPABILITIES=(\S+)", options)
+            assert passed and "video" in _capabilities(passed[1]), name
+
+    gpu_containers = [(doc.source, node) for doc in k8s_documents() for _, node in walk(doc.body)
+                      if isinstance(node, dict) and "image" in node
+                      and "nvidia.com/gpu" in node.get("resources", {}).get("limits", {})]
+    assert gpu_containers, "no GPU pods found"
+    for source, container in gpu_containers:
+        assert container["image"].endswith("-gpu"), source  # the image that asks for `video`
+        for variable in container.get("env") or []:
+            if variable.get("name") == "NVIDIA_DRIVER_CAPABILITIES":
+                assert "video" in _capabilities(variable.get("value", "")), source

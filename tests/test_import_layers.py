@@ -13,7 +13,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "pipeline"
 LEAVES = ("frame_plan", "ffmpeg_binary")
-DECODING = ("frames", "decode_pyav", "decode_ffmpeg", "infrastructure", *LEAVES)
+DECODING = ("frames", "decode_pyav", "decode_ffmpeg", "decode_nvdec", "infrastructure", *LEAVES)
 
 
 def _top_module(dotted: str) -> str | None:

@@ -282,7 +282,8 @@ def test_a_storage_failure_is_tried_again_next_night_not_recorded(tmp_path, monk
     batch = rows_to_table([error_row(r, r["error"], lineage) for r in [record, *undecodable]])
     batch = batch.append_column("retry", pa.array([True, False]))
     [manifest] = commit.write_staged(batch, str(tmp_path / "staging"), keep_retry=False,
-                                     schema=PREDICTION_SCHEMA, state_rows=lambda rows: state_rows(rows, "r1")).to_pylist()
+                                     schema=PREDICTION_SCHEMA,
+                                     state_rows=lambda rows: state_rows(rows, "r1")).to_pylist()
     assert (manifest["retry_videos"], manifest["error_videos"], manifest["rows"]) == (1, 1, 1)
     state = duckdb.sql(f"select video_uri, status from read_parquet('{manifest['state_file']}')").fetchall()
     assert state == [("s3://archive/b.mp4", "error")]  # the unreachable one has no state: new again
@@ -357,7 +358,9 @@ def test_incremental_scans_process_each_version_once(ray_local, videos, checkpoi
     code, first, err = _run(base + ["--date", "2026-11-30", "--no-embeddings"])
     assert code == 0, err[-3000:]
     assert (first["listed"], first["new"], first["processed"], first["errors"]) == (7, 7, 7, 1)
+    assert (first["decoder"], first["decode_fallbacks"]) == ("pyav", 0)  # auto on CPUs: PyAV
     rows = reader_rows(output)
+    assert {r["decoded_on"] for r in rows} == {"cpu"}
     assert_exactly_once(rows)
     assert_complete(rows)
     assert {(r["video_uri"], r["video_etag"]) for r in rows} == listed(archive)
@@ -404,6 +407,7 @@ def test_incremental_scans_process_each_version_once(ray_local, videos, checkpoi
     tracked = MlflowClient(tracking_uri=mlflow_uri).get_run(third["mlflow_run_id"])
     assert tracked.info.status == "FINISHED"
     assert tracked.data.metrics["processed"] == 3 and tracked.data.metrics["deleted"] == 1
+    assert tracked.data.params["decoder"] == "pyav" and tracked.data.metrics["decode_fallbacks"] == 0
     assert tracked.data.params["model_version"] == third["model_version"]
     record = json.loads((output / "_runs" / f"{third['run_id']}.json").read_text())
     assert record["processed"] == 3 and record["videos_per_s"] > 0

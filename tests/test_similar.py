@@ -97,7 +97,7 @@ def test_nearest_segments_are_of_the_same_motion_locally_and_on_s3(
     (tmp_path / "plain").mkdir()
     (tmp_path / "old.parquet").rename(tmp_path / "plain" / "old.parquet")
     cases = {
-        ("similar", str(tmp_path / "empty"), query): "no predictions under",
+        ("similar", str(tmp_path / "empty"), query): "no predictions in",
         ("similar", str(local), "file:///elsewhere/v.mp4"): "is not in the predictions",
         ("similar", str(local), query, "--segment", "3"): "has no segment 3 (it has segments 0)",
         ("similar", str(tmp_path / "plain"), query): "have no embeddings",

@@ -117,12 +117,13 @@ def clips_to_tensor(clips: np.ndarray, device: torch.device | str | None = None)
     """uint8 clips [B, T, H, W, 3] (or one clip [T, H, W, 3]) -> float [B, 3, T, H, W] in [0, 1].
 
     With a CUDA `device` the uint8 batch (a quarter of the float bytes) is copied from pinned
-    memory without blocking and converted on the device.
+    memory without blocking and converted on the device. `clips` may be a uint8 tensor already
+    (decoded on the GPU, decode_nvdec.py): it is converted where it is.
     """
-    batch = torch.from_numpy(np.ascontiguousarray(clips))
+    batch = clips if torch.is_tensor(clips) else torch.from_numpy(np.ascontiguousarray(clips))
     if batch.ndim == 4:
         batch = batch.unsqueeze(0)
-    if device is not None and torch.device(device).type == "cuda":
+    if device is not None and torch.device(device).type == "cuda" and batch.device.type == "cpu":
         batch = batch.pin_memory().to(device, non_blocking=True)
     return batch.permute(0, 4, 1, 2, 3).float().div_(255.0)
 
