@@ -215,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster(classify)
     _add_decoder(classify, gpu=True)
     _add_decode_timeout(classify)
+    _add_embeddings(classify)
     classify.set_defaults(run=_classify)
 
     scan = subcommands.add_parser(
@@ -249,7 +250,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster(scan)
     _add_decoder(scan, gpu=True)
     _add_decode_timeout(scan)
+    _add_embeddings(scan)
     scan.set_defaults(run=_scan)
+
+    similar = subcommands.add_parser(
+        "similar", help="the segments most like one segment of a video: nearest by the cosine "
+                        "similarity of their embeddings (DuckDB over OUTPUT's Parquet)")
+    similar.add_argument("output", help="a classify or scan OUTPUT (folder or s3://...)")
+    similar.add_argument("video_uri", help="the video, as its rows name it (a local path may be "
+                                           "given as a path)")
+    similar.add_argument("--segment", type=_non_negative_int, default=0,
+                         help="which of the video's segments (0-based window index)")
+    similar.add_argument("--k", type=_positive_int, default=10, help="how many segments to list")
+    _add_common(similar)
+    similar.set_defaults(run=_similar)
 
     uncertain = subcommands.add_parser(
         "export-uncertain", help="the segments the model is least sure of (smallest margin between "
@@ -422,12 +436,26 @@ def _classify(args) -> dict:
                            num_actors=args.num_actors, error_threshold=args.error_threshold,
                            mlflow_uri=args.mlflow_uri, ray_address=args.ray_address,
                            decoder=args.decoder, decode_timeout_s=args.decode_timeout,
-                           rows_per_file=args.rows_per_file, say=say)
+                           rows_per_file=args.rows_per_file, embeddings=args.embeddings,
+                           say=say)
     mark("committed")
     say(f"{summary['videos']} videos, {summary['segments']} segments, {summary['errors']} errors "
         f"in {summary['wall_s']:.1f}s ({summary['videos_per_s']:.2f} videos/s) -> {summary['output']}"
         + _fallback_note(summary))
     return summary
+
+
+def _similar(args) -> dict:
+    from .similar import similar
+
+    found = similar(args.output, args.video_uri, args.segment, args.k)
+    if not args.json:  # the list is the product: stdout
+        print(f"nearest to {found['video_uri']} segment {found['segment']} "
+              f"({found['model_name']} {found['model_version']}):")
+        for n in found["neighbours"]:
+            print(f"{n['similarity']:.4f}  {n['video_uri']}  segment {n['segment']} "
+                  f"({n['start_s']:.1f}-{n['end_s']:.1f} s)  {n['label']} {n['score']:.2f}")
+    return found
 
 
 def _fallback_note(summary: dict) -> str:
@@ -451,7 +479,7 @@ def _scan(args) -> dict:
         window_seconds=args.window_seconds, batch_size=args.batch_size, num_actors=args.num_actors,
         error_threshold=args.error_threshold, rows_per_file=args.rows_per_file,
         lease_seconds=args.lease_seconds, mlflow_uri=args.mlflow_uri, ray_address=args.ray_address,
-        decoder=args.decoder, decode_timeout_s=args.decode_timeout)
+        decoder=args.decoder, decode_timeout_s=args.decode_timeout, embeddings=args.embeddings)
     if args.dry_run:  # writes nothing
         return run_scan(request, say)
     with preflight.output_folder(args.output):  # as for classify
@@ -513,6 +541,12 @@ def _add_decode_timeout(parser: argparse.ArgumentParser) -> None:
                         help="a video whose decoding takes longer than this per started minute of "
                              "video (counted from its frames, not its header) gets an error row "
                              f"(default {DEFAULT_TIMEOUT_S:g})")
+
+
+def _add_embeddings(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--no-embeddings", dest="embeddings", action="store_false",
+                        help="leave out the rows' `embedding` column (the model's clip "
+                             "representation, which `vidpipe similar` searches; default: written)")
 
 
 def _add_cluster(parser: argparse.ArgumentParser) -> None:
@@ -614,6 +648,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def _non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
     return value
 
 

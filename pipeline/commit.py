@@ -47,7 +47,7 @@ import pyarrow.parquet as pq
 
 from . import faults, storage
 from .lease import DEFAULT_SECONDS, Lease, LeaseLost
-from .rows import PREDICTION_SCHEMA, first_rows
+from .rows import first_rows, parquet_options
 
 STAGING = "_staging"
 RUNS = "_runs"
@@ -88,18 +88,18 @@ def intent_uri(output: str, run_id: str) -> str:
 # --- staging (runs in Ray Data tasks) -----------------------------------------------------------
 
 
-def write_staged(rows: pa.Table, staging: str, keep_retry: bool,
+def write_staged(rows: pa.Table, staging: str, keep_retry: bool, schema: pa.Schema,
                  state_rows: Callable[[pa.Table], pa.Table] | None = None) -> pa.Table:
-    """Ray Data step: one batch of prediction rows (PREDICTION_SCHEMA plus `retry`) -> one staged
-    Parquet file named by the hash of its rows' keys (a retried task rewrites the same file), plus
-    `state_rows(written rows)` as a second file when given. Rows that failed on storage (`retry`)
-    are written as error rows when `keep_retry`, else left out (a scan tries them again next
-    night); either way they are counted. Returns one MANIFEST_SCHEMA row, also for a batch that
-    writes no file."""
+    """Ray Data step: one batch of prediction rows (`schema`, a rows.prediction_schema, plus
+    `retry`) -> one staged Parquet file named by the hash of its rows' keys (a retried task
+    rewrites the same file), plus `state_rows(written rows)` as a second file when given. Rows
+    that failed on storage (`retry`) are written as error rows when `keep_retry`, else left out
+    (a scan tries them again next night); either way they are counted. Returns one
+    MANIFEST_SCHEMA row, also for a batch that writes no file."""
     retry = rows["retry"].fill_null(False)
     retry_videos = pc.sum(pc.and_(retry, first_rows(rows))).as_py() or 0
     written = (rows if keep_retry else rows.filter(pc.invert(retry))).drop_columns(["retry"])
-    written = written.cast(PREDICTION_SCHEMA)
+    written = written.cast(schema)
     ok, first = pc.equal(written["status"], "ok"), first_rows(written)
     summary = {"data_file": None, "state_file": None, "rows": written.num_rows,
                "segments": pc.sum(ok).as_py() or 0,
@@ -133,7 +133,7 @@ def _write_parquet(table: pa.Table, uri: str) -> None:
     fs, path = storage.filesystem(uri)
     fs.makedirs(posixpath.dirname(path), exist_ok=True)
     with fs.open(path, "wb") as handle:
-        pq.write_table(table, handle)
+        pq.write_table(table, handle, **parquet_options(table.schema))
 
 
 # --- one run writing into OUTPUT (the driver) ---------------------------------------------------

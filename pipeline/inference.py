@@ -7,8 +7,9 @@ The stages, each usable on its own and shared by `classify` here and `scan` (sca
   of videos each (`classify_task`); on GPU clusters, decode tasks (segments.decode_task) feeding
   classifier actors. Prediction rows (rows.PREDICTION_SCHEMA) plus `retry`, True on rows of
   videos whose storage read failed;
-- `stage_rows(rows, staging)`: the committed writer's first half, Parquet files staged by tasks
-  (commit.write_staged); it returns the manifest, one row per file. commit.commit publishes them.
+- `stage_rows(rows, staging, schema)`: the committed writer's first half, Parquet files staged
+  by tasks (commit.write_staged); it returns the manifest, one row per file. commit.commit
+  publishes them. `schema` is rows.prediction_schema(embeddings): with or without `embedding`.
 
 `Classifier` (segment records -> rows) and `classify_sequential` are the same steps without Ray.
 """
@@ -32,9 +33,10 @@ from .frames import DEFAULT_DECODER, DEFAULT_TIMEOUT_S
 from .infrastructure import check_nodes
 from .listing import listing_dataset
 from .model_store import LoadedModel, load_model
-from .models import TOP_K, for_inference, predict_probs
+from .models import TOP_K, for_inference, predict
 from .progress import Progress, mark, report
-from .rows import error_row, is_first_row, prediction_row, rows_to_table
+from .rows import (error_row, is_first_row, parquet_options, prediction_row, prediction_schema,
+                   rows_to_table)
 from .segments import FallbackWindows, VideoWindows, clip_arrays, decode_task, decode_video
 
 ROWS_PER_FILE = 50_000  # prediction rows per Parquet file
@@ -44,38 +46,52 @@ DECODE_MEMORY = 256 * 1024 * 1024  # bytes reserved per decode task
 
 
 class Classifier:
-    """Loads the model once; maps a list of segment records to prediction rows."""
+    """Loads the model once; maps a list of segment records to prediction rows (with embeddings
+    unless `embeddings` is False)."""
 
-    def __init__(self, loaded: LoadedModel, device: str = "cpu"):
+    def __init__(self, loaded: LoadedModel, device: str = "cpu", embeddings: bool = True):
         self.model = for_inference(loaded.model, device)  # BatchNorm folded; channels-last on CPU
         self.config = loaded.config
         self.lineage = loaded.lineage
         self.device = device
+        self.embeddings = embeddings
+        self.schema = prediction_schema(embeddings)
 
     def rows(self, records: list[dict]) -> list[dict]:
         """One prediction row per record, in record order; error records become error rows."""
         ok = [r for r in records if r["error"] is None]
         clips = clip_arrays((r["clip"] for r in ok), self.config.frames, self.config.size)
-        probs = iter(self.probabilities(clips) if ok else [])
-        return [self.row(r, next(probs) if r["error"] is None else None) for r in records]
+        outputs = iter(self.predictions(clips) if ok else [])
+        return [self.row(r, *(next(outputs) if r["error"] is None else (None, None)))
+                for r in records]
 
-    def probabilities(self, clips: np.ndarray) -> np.ndarray:
-        """Class probabilities [N, C] of uint8 clips [N, T, H, W, 3], all in one call."""
-        return predict_probs(self.model, clips, batch_size=len(clips))
+    def predictions(self, clips: np.ndarray) -> list[tuple[np.ndarray, np.ndarray | None]]:
+        """(class probabilities [C], embedding or None) per uint8 clip of [N, T, H, W, 3] (an
+        array, or a tensor decoded on the model's device), all in one call."""
+        out = predict(self.model, clips, batch_size=len(clips), embeddings=self.embeddings)
+        embeddings = out.embeddings if self.embeddings else [None] * len(out.probs)
+        return list(zip(out.probs, embeddings))
 
-    def row(self, record: dict, probs: np.ndarray | None) -> dict:
-        """The row of one segment record and its probabilities (an error row for an error record)."""
+    def row(self, record: dict, probs: np.ndarray | None,
+            embedding: np.ndarray | None = None) -> dict:
+        """The row of one segment record, its probabilities and embedding (an error row for an
+        error record)."""
         if record["error"] is not None:
             return error_row(record, record["error"], self.lineage)
-        return prediction_row(record, probs, self.config.class_names, self.lineage, TOP_K)
+        return prediction_row(record, probs, self.config.class_names, self.lineage, TOP_K,
+                              embedding)
+
+    def table(self, rows: list[dict]) -> pa.Table:
+        return rows_to_table(rows, self.schema)
 
 
 def classify_sequential(input_uri: str, output_path: str, model_ref: str,
                         window_seconds: float | None = None, batch_size: int = 16,
-                        mlflow_uri: str | None = None, decoder: str = DEFAULT_DECODER) -> dict:
+                        mlflow_uri: str | None = None, decoder: str = DEFAULT_DECODER,
+                        embeddings: bool = True) -> dict:
     """The plain one-process loop: list, decode, classify, write one Parquet file."""
     started = time.perf_counter()
-    classifier = Classifier(load_model(model_ref, mlflow_uri))
+    classifier = Classifier(load_model(model_ref, mlflow_uri), embeddings=embeddings)
     config = classifier.config
     window_seconds = config.window_seconds(window_seconds)
     rows, pending = [], []
@@ -91,7 +107,8 @@ def classify_sequential(input_uri: str, output_path: str, model_ref: str,
     fs, path = storage.filesystem(output_path)
     fs.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with fs.open(path, "wb") as handle:
-        pq.write_table(rows_to_table(rows), handle)
+        table = classifier.table(rows)
+        pq.write_table(table, handle, **parquet_options(table.schema))
     seconds = time.perf_counter() - started
     errors = sum(row["status"] == "error" for row in rows)
     return {"videos": len(videos), "segments": len(rows) - errors, "errors": errors,
@@ -105,9 +122,10 @@ def classify_sequential(input_uri: str, output_path: str, model_ref: str,
 def predictions(videos, loaded: LoadedModel, window_seconds: float | None = None,
                 batch_size: int = 16, num_actors: int | None = None, nodes=None, progress=None,
                 decoder: str = DEFAULT_DECODER, decode_timeout_s: float = DEFAULT_TIMEOUT_S,
-                video_count: int | None = None, gpu_decoder=None):
-    """Listed videos (a Ray dataset with the LISTING_SCHEMA columns) -> prediction rows plus
-    `retry`. `window_seconds`: None = the model's training clip duration, 0 = whole videos.
+                video_count: int | None = None, gpu_decoder=None, embeddings: bool = True):
+    """Listed videos (a Ray dataset with the LISTING_SCHEMA columns) -> prediction rows
+    (rows.prediction_schema(embeddings)) plus `retry`. `window_seconds`: None = the model's
+    training clip duration, 0 = whole videos.
 
     Two shapes of the same steps (a listed video decoded by segments.py, then Classifier):
     - CPU clusters (the default there): each task decodes a block of videos and classifies their
@@ -149,7 +167,7 @@ def predictions(videos, loaded: LoadedModel, window_seconds: float | None = None
                          memory=DECODE_MEMORY,
                          fn_kwargs={**decode, "checkpoint": ray.put(loaded.checkpoint),
                                     "lineage": loaded.lineage, "batch_size": batch_size,
-                                    "progress": progress})
+                                    "progress": progress, "embeddings": embeddings})
         )
     actors = num_actors or int(ray.cluster_resources().get("GPU", 1))
     if decoder == "nvdec":
@@ -163,7 +181,7 @@ def predictions(videos, loaded: LoadedModel, window_seconds: float | None = None
                              "window_seconds": decode["window_seconds"],
                              "device": "cuda" if gpus else "cpu", "gpu_decoder": gpu_decoder,
                              "batch_size": batch_size, "timeout_s": decode_timeout_s,
-                             "nodes": nodes, "progress": progress},
+                             "nodes": nodes, "progress": progress, "embeddings": embeddings},
                          num_cpus=1, num_gpus=1 if gpus else 0)
         )
     # Torch threads per CPU actor: the CPUs the actors would share if decoding took none. Decode
@@ -181,7 +199,8 @@ def predictions(videos, loaded: LoadedModel, window_seconds: float | None = None
                      fn_constructor_kwargs={"checkpoint": loaded.checkpoint,
                                             "lineage": loaded.lineage,
                                             "device": "cuda" if gpus else "cpu", "nodes": nodes,
-                                            "threads": threads, "progress": progress},
+                                            "threads": threads, "progress": progress,
+                                            "embeddings": embeddings},
                      num_cpus=1, num_gpus=1 if gpus else 0)
     )
 
@@ -194,11 +213,12 @@ def videos_per_task(video_count: int | None, cpus: int) -> int:
     return max(1, min(VIDEOS_PER_CLASSIFY_TASK, math.ceil(video_count / max(1, cpus))))
 
 
-def _rows_with_retry(rows: list[dict], records: list[dict], progress) -> pa.Table:
+def _rows_with_retry(classifier: Classifier, rows: list[dict], records: list[dict],
+                     progress) -> pa.Table:
     """The rows of `records` (one each, in order) as a table plus the records' `retry`; counts
     the videos they finish (a video's first segment, or its one error record, is segment 0)."""
     report(progress, "done", sum(is_first_row(record) for record in records))
-    return rows_to_table(rows).append_column(
+    return classifier.table(rows).append_column(
         "retry", pa.array([record["retry"] for record in records], pa.bool_()))
 
 
@@ -206,11 +226,12 @@ class ClassifierActor:
     """map_batches step: loads the model once per actor, turns segment batches into rows."""
 
     def __init__(self, checkpoint: bytes, lineage, device: str = "cpu", nodes=None,
-                 threads: int = 1, progress=None):
+                 threads: int = 1, progress=None, embeddings: bool = True):
         from .model_store import from_checkpoint_bytes
 
         torch.set_num_threads(threads)
-        self.classifier = Classifier(from_checkpoint_bytes(checkpoint, lineage), device)
+        self.classifier = Classifier(from_checkpoint_bytes(checkpoint, lineage), device,
+                                     embeddings)
         self.nodes, self.progress = nodes, progress
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -218,13 +239,15 @@ class ClassifierActor:
 
         report_node(self.nodes)
         records = batch.to_pylist()
-        return _rows_with_retry(self.classifier.rows(records), records, self.progress)
+        return _rows_with_retry(self.classifier, self.classifier.rows(records), records,
+                                self.progress)
 
 
-_worker_classifier: tuple[str, Classifier] | None = None  # (checkpoint ref, its model) per process
+# (checkpoint ref, embeddings, its classifier) per process
+_worker_classifier: tuple[str, bool, Classifier] | None = None
 
 
-def _classifier_for(checkpoint, lineage) -> Classifier:
+def _classifier_for(checkpoint, lineage, embeddings: bool) -> Classifier:
     """This worker process's classifier for the checkpoint behind the object ref `checkpoint`:
     fetched and loaded by the first task of a job that lands here, reused by the rest."""
     import ray
@@ -232,17 +255,18 @@ def _classifier_for(checkpoint, lineage) -> Classifier:
     from .model_store import from_checkpoint_bytes
 
     global _worker_classifier
-    if _worker_classifier is None or _worker_classifier[0] != checkpoint.hex():
+    if _worker_classifier is None or _worker_classifier[:2] != (checkpoint.hex(), embeddings):
         torch.set_num_threads(1)  # one task per CPU: more threads would only contend
         loaded = from_checkpoint_bytes(ray.get(checkpoint), lineage)
-        _worker_classifier = (checkpoint.hex(), Classifier(loaded))
-    return _worker_classifier[1]
+        _worker_classifier = (checkpoint.hex(), embeddings, Classifier(loaded,
+                                                                       embeddings=embeddings))
+    return _worker_classifier[2]
 
 
 def classify_task(videos: pa.Table, checkpoint, lineage, frames: int, size: int,
                   window_seconds: float | None, nodes, batch_size: int = 16, progress=None,
-                  decoder: str = DEFAULT_DECODER, timeout_s: float = DEFAULT_TIMEOUT_S
-                  ) -> Iterable[pa.Table]:
+                  decoder: str = DEFAULT_DECODER, timeout_s: float = DEFAULT_TIMEOUT_S,
+                  embeddings: bool = True) -> Iterable[pa.Table]:
     """Ray Data step of CPU clusters: a block of listed videos -> prediction rows plus `retry`,
     decoded and classified in this process (`checkpoint`: an object ref to the checkpoint bytes).
 
@@ -256,7 +280,7 @@ def classify_task(videos: pa.Table, checkpoint, lineage, frames: int, size: int,
     mark("task started")
     report_node(nodes)
     faults.pause("decoding")
-    classifier = _classifier_for(checkpoint, lineage)
+    classifier = _classifier_for(checkpoint, lineage, embeddings)
     mark("model loaded")
     yield from _classified(
         videos, classifier, batch_size, progress, np.stack,
@@ -277,15 +301,15 @@ def _classified(videos: pa.Table, classifier: Classifier, batch_size: int, progr
 
     def classify_waiting() -> None:
         if waiting:
-            probs = classifier.probabilities(stack([clip for _, clip in waiting]))
-            for (window, _), window_probs in zip(waiting, probs):
-                window["probs"] = window_probs
+            outputs = classifier.predictions(stack([clip for _, clip in waiting]))
+            for (window, _), (probs, embedding) in zip(waiting, outputs):
+                window["probs"], window["embedding"] = probs, embedding
             waiting.clear()
 
     def rows_of(done: list) -> pa.Table:
         records = [record for video in done for record in video.records]
-        return _rows_with_retry([classifier.row(r, r.get("probs")) for r in records], records,
-                                progress)
+        rows = [classifier.row(r, r.get("probs"), r.get("embedding")) for r in records]
+        return _rows_with_retry(classifier, rows, records, progress)
 
     for video in videos.select(["video_uri", "video_etag", "video_bytes"]).to_pylist():
         windows = windows_of(video)
@@ -317,12 +341,13 @@ class DecodingClassifierActor:
     def __init__(self, checkpoint: bytes, lineage, frames: int, size: int,
                  window_seconds: float | None, device: str = "cuda", gpu_decoder=None,
                  batch_size: int = 16, timeout_s: float = DEFAULT_TIMEOUT_S, nodes=None,
-                 progress=None):
+                 progress=None, embeddings: bool = True):
         from .decode_nvdec import NvdecDecoder
         from .model_store import from_checkpoint_bytes
 
         torch.set_num_threads(1)  # the CPU only decodes fallbacks here
-        self.classifier = Classifier(from_checkpoint_bytes(checkpoint, lineage), device)
+        self.classifier = Classifier(from_checkpoint_bytes(checkpoint, lineage), device,
+                                     embeddings)
         self.decoder = (gpu_decoder or NvdecDecoder)(device)
         self.device = torch.device(device)
         self.decode = {"frames": frames, "size": size, "window_seconds": window_seconds,
@@ -344,15 +369,16 @@ class DecodingClassifierActor:
         return torch.stack([torch.as_tensor(clip).to(self.device) for clip in clips])
 
 
-def stage_rows(rows, staging: str, keep_retry: bool, state_rows=None,
+def stage_rows(rows, staging: str, keep_retry: bool, schema: pa.Schema, state_rows=None,
                rows_per_file: int = ROWS_PER_FILE) -> list[dict]:
-    """Write prediction rows as Parquet files under `staging` (tasks, commit.write_staged) and
-    return the manifest: one dict per batch, in no particular order; a batch whose rows were all
-    left out (storage failures in a scan) has no data file but still counts them."""
+    """Write prediction rows of `schema` (rows.prediction_schema) as Parquet files under
+    `staging` (tasks, commit.write_staged) and return the manifest: one dict per batch, in no
+    particular order; a batch whose rows were all left out (storage failures in a scan) has no
+    data file but still counts them."""
     manifest = rows.map_batches(commit.write_staged, batch_size=rows_per_file,
                                 batch_format="pyarrow",
                                 fn_kwargs={"staging": staging, "keep_retry": keep_retry,
-                                           "state_rows": state_rows})
+                                           "schema": schema, "state_rows": state_rows})
     return manifest.take_all()
 
 
@@ -384,8 +410,10 @@ def classify(input_uri: str, output_uri: str, model_ref: str, *, window_seconds:
              batch_size: int = 16, num_actors: int | None = None, error_threshold: float = 0.5,
              mlflow_uri: str | None = None, ray_address: str | None = None,
              rows_per_file: int = ROWS_PER_FILE, decoder: str = DEFAULT_DECODER,
-             decode_timeout_s: float = DEFAULT_TIMEOUT_S, say=None, gpu_decoder=None) -> dict:
-    """listing -> predictions -> committed Parquet files in OUTPUT (OUTPUT/*.parquet).
+             decode_timeout_s: float = DEFAULT_TIMEOUT_S, embeddings: bool = True, say=None,
+             gpu_decoder=None) -> dict:
+    """listing -> predictions -> committed Parquet files in OUTPUT (OUTPUT/*.parquet), with
+    each ok row's `embedding` unless `embeddings` is False.
 
     The run holds OUTPUT's lease and commits through commit.OutputWriter, as a scan does; a
     rerun replaces the files of earlier classify runs into the same OUTPUT rather than adding to
@@ -418,8 +446,9 @@ def classify(input_uri: str, output_uri: str, model_ref: str, *, window_seconds:
                 rows = predictions(listing_dataset(input_uri, progress.handle), loaded,
                                    window_seconds, batch_size, num_actors, nodes, progress.handle,
                                    decoder=decoder, decode_timeout_s=decode_timeout_s,
-                                   gpu_decoder=gpu_decoder)
+                                   gpu_decoder=gpu_decoder, embeddings=embeddings)
                 manifest = stage_rows(rows, writer.staging, keep_retry=True,
+                                      schema=prediction_schema(embeddings),
                                       rows_per_file=rows_per_file)
                 mark("rows staged")
             node_ids = nodes.nodes()

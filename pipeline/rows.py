@@ -1,7 +1,17 @@
 """Prediction rows: the Parquet schema analysts read, and the functions that build its rows.
 
 One row per (video, segment); an unreadable video gets exactly one row with status 'error'.
-The schema is the contract in DESIGN.md; every writer goes through `PREDICTION_SCHEMA`.
+The schema is the contract in DESIGN.md; every writer goes through `PREDICTION_SCHEMA`, or
+`prediction_schema(embeddings=False)` for a run that leaves the embeddings out (--no-embeddings);
+outputs written before the column existed lack it too (DuckDB: union_by_name).
+
+`embedding` is the model's clip representation, L2-normalised: as many float32 as the model's
+head is wide (128 for the default model; models.ActionClassifier.embedding_size), the same for
+every ok row of a model, null on error rows. Its Arrow type is a variable `list<float32>`, not a
+`fixed_size_list`: Parquet has no fixed-size list (DuckDB reads either as FLOAT[] and casts to
+FLOAT[N] for array_cosine_similarity), and pyarrow (25) cannot read back a Parquet file whose
+fixed-size list column has nulls (apache/arrow#35692), so error rows would make the output
+unreadable to pyarrow and Ray Data. One type also keeps one schema for every model.
 """
 
 from __future__ import annotations
@@ -31,12 +41,21 @@ PREDICTION_SCHEMA = pa.schema([
     ("height", pa.int32()),
     ("model_name", pa.string()),
     ("model_version", pa.string()),
+    ("embedding", pa.list_(pa.float32())),  # see above: one width per model, null on error
     ("mlflow_run_id", pa.string()),
     ("decoded_on", pa.string()),  # 'cpu' or 'nvdec' (segments.decoded_on)
     ("status", pa.string()),
     ("error", pa.string()),
     ("processed_at", pa.timestamp("us", tz="UTC")),
 ])
+EMBEDDING = "embedding"
+
+
+def prediction_schema(embeddings: bool = True) -> pa.Schema:
+    """The rows' schema: PREDICTION_SCHEMA, without `embedding` when `embeddings` is False."""
+    if embeddings:
+        return PREDICTION_SCHEMA
+    return PREDICTION_SCHEMA.remove(PREDICTION_SCHEMA.get_field_index(EMBEDDING))
 
 
 @dataclass(frozen=True)
@@ -49,10 +68,11 @@ class Lineage:
 
 
 def prediction_row(record: dict, probs: np.ndarray, class_names: tuple[str, ...],
-                   lineage: Lineage, top_k: int) -> dict:
+                   lineage: Lineage, top_k: int, embedding: np.ndarray | None = None) -> dict:
     """An 'ok' row for a segment record (segments.SEGMENT_SCHEMA); `probs` are the class
-    probabilities for that segment; `top_k`: models.TOP_K (passed in, so that this module and
-    the Ray Data steps that write rows never import torch)."""
+    probabilities for that segment, `embedding` its normalised representation (None: the run
+    writes none); `top_k`: models.TOP_K (passed in, so that this module and the Ray Data steps
+    that write rows never import torch)."""
     order = np.argsort(-probs, kind="stable")[: min(top_k, len(class_names))]
     best = int(order[0])
     return {
@@ -70,6 +90,7 @@ def prediction_row(record: dict, probs: np.ndarray, class_names: tuple[str, ...]
         "width": record["width"],
         "height": record["height"],
         **_lineage_columns(lineage),
+        EMBEDDING: embedding,
         "decoded_on": record.get("decoded_on"),
         "status": "ok",
         "error": None,
@@ -101,6 +122,14 @@ def error_row(record: dict, reason: str, lineage: Lineage) -> dict:
     }
 
 
+def parquet_options(schema: pa.Schema) -> dict:
+    """pyarrow.parquet.write_table options for rows of `schema`: dictionary encoding for every
+    column but `embedding`, whose floats never repeat (its dictionary page, tried and dropped,
+    made the column 45% larger: 741 against 516 bytes a row at 128 floats)."""
+    return {"use_dictionary": [f"{field.name}.list.element" if pa.types.is_list(field.type)
+                               else field.name for field in schema if field.name != EMBEDDING]}
+
+
 def first_rows(rows: pa.Table) -> pa.ChunkedArray:
     """Mask of the one row per video among prediction or segment rows: segment 0 (a video that
     could not be read has only that row). Counting videos means counting these."""
@@ -112,8 +141,10 @@ def is_first_row(row: dict) -> bool:
     return row["segment"] == 0
 
 
-def rows_to_table(rows: list[dict]) -> pa.Table:
-    return pa.Table.from_pylist(rows, schema=PREDICTION_SCHEMA)
+def rows_to_table(rows: list[dict], schema: pa.Schema = PREDICTION_SCHEMA) -> pa.Table:
+    """Rows as a table of `schema` (a prediction_schema: columns it lacks are dropped, missing
+    ones are null, as error rows' embedding)."""
+    return pa.Table.from_pylist(rows, schema=schema)
 
 
 def _video_columns(record: dict) -> dict:

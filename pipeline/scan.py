@@ -55,7 +55,7 @@ from .infrastructure import check_nodes
 from .listing import listing_dataset
 from .model_store import load_model
 from .progress import Progress
-from .rows import first_rows
+from .rows import first_rows, prediction_schema
 
 PREDICTIONS = "predictions"
 STATE = "_state"
@@ -101,6 +101,7 @@ class ScanRequest:
     ray_address: str | None = None
     decoder: str = "pyav"  # frames.DECODER_CHOICES, resolved by decoder_choice.py
     decode_timeout_s: float = DEFAULT_TIMEOUT_S  # per started minute of video
+    embeddings: bool = True  # each ok row's `embedding` (False: --no-embeddings)
 
 
 # --- the diff (pure) ----------------------------------------------------------------------------
@@ -537,8 +538,10 @@ def _run(request: ScanRequest, record: ScanRecord, loaded, writer, say, started:
                                    request.num_actors, log, progress.handle,
                                    decoder=record.decoder,
                                    decode_timeout_s=request.decode_timeout_s,
-                                   video_count=record.planned)
+                                   video_count=record.planned,
+                                   embeddings=request.embeddings)
                 manifest = stage_rows(rows, staging, keep_retry=False,
+                                      schema=prediction_schema(request.embeddings),
                                       state_rows=partial(state_rows, run_id=run_id),
                                       rows_per_file=request.rows_per_file)
             record.nodes = log.nodes()

@@ -69,10 +69,13 @@ def test_classify_s3_to_s3(ray_local, s3_endpoint, s3fs_client, motion_corpus, b
         row = by_uri[f"s3://{key}"]
         if "/bad/" in key:
             assert row["status"] == "error" and row["error"] and row["label"] is None
+            assert row["embedding"] is None
             continue
         clip = sample_clip(source, num_frames=config.frames, size=(config.size, config.size))
         with torch.no_grad():
-            probs = torch.softmax(model(clips_to_tensor(clip)), 1)[0].numpy()
+            logits, state = model.logits_and_embedding(clips_to_tensor(clip))
+            probs = torch.softmax(logits, 1)[0].numpy()
+        assert row["embedding"] == pytest.approx((state[0] / state[0].norm()).tolist(), abs=1e-5)
         assert row["status"] == "ok" and row["label"] == CLASSES[int(probs.argmax())]
         assert row["score"] == pytest.approx(float(probs.max()), abs=1e-5)
         assert row["top_scores"] == pytest.approx(sorted(probs.tolist(), reverse=True), abs=1e-5)
@@ -110,14 +113,16 @@ def test_classify_rerun_refuses_then_overwrite_replaces_its_rows(ray_local, moti
     command = ["classify", str(inputs), str(tmp_path / "out"), "--model", str(checkpoint)]
     assert vidpipe(command) == 0
     before = sorted(path.name for path in (tmp_path / "out").glob("*.parquet"))
+    assert "embedding" in pq.read_schema(tmp_path / "out" / before[0]).names
     capsys.readouterr()
     assert vidpipe(command) == 1  # never appended to silently
     error = capsys.readouterr().err.strip()
     assert error.count("\n") == 0 and "is not empty" in error and "--overwrite" in error
     assert sorted(path.name for path in (tmp_path / "out").glob("*.parquet")) == before
-    assert vidpipe([*command, "--overwrite"]) == 0
+    assert vidpipe([*command, "--overwrite", "--no-embeddings"]) == 0
     after = sorted(path.name for path in (tmp_path / "out").glob("*.parquet"))
     assert after and not set(after) & set(before)
+    assert "embedding" not in pq.read_schema(tmp_path / "out" / after[0]).names
     counts = duckdb.sql(f"select count(*), count(distinct video_uri) from "
                         f"read_parquet('{tmp_path}/out/*.parquet')").fetchall()[0]
     assert counts == (12, 12)
@@ -202,7 +207,7 @@ def test_tasks_and_actor_pool_give_the_same_rows(ray_local, motion_corpus, bad_v
     shutil.copytree(next(iter(bad_videos.values())).parent, inputs / "bad")
     write_testsrc(inputs / "long.mp4", seconds=7, size="64x48", fps=10)
     columns = ["video_uri", "segment", "start_s", "end_s", "status", "error", "label", "score",
-               "top_labels", "top_scores", "duration_s", "model_version"]
+               "top_labels", "top_scores", "duration_s", "model_version", "embedding"]
     tables = {}
     for shape, flags in (("tasks", []), ("actors", ["--num-actors", "1"])):
         assert vidpipe(["classify", str(inputs), str(tmp_path / shape), "--model", str(checkpoint),
@@ -215,8 +220,10 @@ def test_tasks_and_actor_pool_give_the_same_rows(ray_local, motion_corpus, bad_v
     for task_row, actor_row in zip(tables["tasks"], tables["actors"], strict=True):
         assert task_row["score"] == pytest.approx(actor_row["score"], abs=1e-5)
         assert task_row["top_scores"] == pytest.approx(actor_row["top_scores"], abs=1e-5)
-        assert ({**task_row, "score": 0, "top_scores": 0}
-                == {**actor_row, "score": 0, "top_scores": 0})
+        if task_row["status"] == "ok":
+            assert task_row["embedding"] == pytest.approx(actor_row["embedding"], abs=1e-5)
+        assert ({**task_row, "score": 0, "top_scores": 0, "embedding": 0}
+                == {**actor_row, "score": 0, "top_scores": 0, "embedding": 0})
 
 
 def test_classify_task_streams_windows_and_a_video_failing_halfway_is_one_error_row(

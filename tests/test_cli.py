@@ -29,6 +29,8 @@ def test_help_exits_zero(args):
     (["make-corpus", "out", "--classes", "Dance"], "invalid choice"),
     (["make-corpus", "out", "--per-class", "0"], "must be >= 1"),
     (["train", "data", "--out", "m.pt", "--arch", "cnn4d"], "unknown architecture"),
+    (["similar", "out", "v.mp4", "--k", "0"], "must be >= 1"),
+    (["similar", "out", "v.mp4", "--segment", "-1"], "must be >= 0"),
     (["frobnicate"], "invalid choice"),
     ([], "required"),
     (["export-uncertain", "out"], "--out"),
@@ -49,6 +51,9 @@ def test_bad_usage_is_one_line_and_exit_2(args, message):
     ["train", "data", "--out", "m.pt", "--arch", "cnn4d"],
     ["train", "data", "--out", "m.pt", "--amp"],
     ["classify", "{missing}", "out", "--model", "m.pt"],  # INPUT does not exist
+    ["classify", "{missing}", "out", "--model", "m.pt", "--no-embeddings"],
+    ["similar", "--help"],
+    ["similar", "{missing}", "v.mp4"],  # OUTPUT has no predictions: DuckDB and fsspec only
     ["export-uncertain", "--help"], ["report", "--help"],
     ["export-uncertain", "{missing}", "--out", "u.json"],  # reading an OUTPUT needs none of them
     ["report", "{missing}", "--out", "r.html"],
@@ -67,7 +72,8 @@ def test_help_and_rejected_input_import_no_torch_ray_or_mlflow(args, tmp_path: P
 def test_unreadable_input_is_one_line_and_exit_1(tmp_path: Path):
     for args in (["train", str(tmp_path / "missing"), "--out", str(tmp_path / "m.pt")],
                  ["classify", str(tmp_path), str(tmp_path / "out.parquet"),
-                  "--model", str(tmp_path / "missing.pt")]):
+                  "--model", str(tmp_path / "missing.pt")],
+                 ["similar", str(tmp_path / "missing"), "v.mp4"]):
         done = run(*args)
         assert done.returncode == 1, done.stderr
         assert done.stderr.startswith("vidpipe: error: ") and done.stderr.count("\n") == 1

@@ -1,5 +1,6 @@
 """Classification without Ray: the sequential loop (rows in the DESIGN.md schema, error rows,
-lineage, DuckDB-readable) and one video decoded window by window (segments.VideoWindows)."""
+lineage, embeddings, DuckDB-readable) and one video decoded window by window
+(segments.VideoWindows)."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from pipeline.frames import sample_clip
 from pipeline.inference import VIDEOS_PER_CLASSIFY_TASK, classify_sequential, videos_per_task
 from pipeline.models import clips_to_tensor
 from pipeline.models.checkpoint import ModelConfig, load_checkpoint, save_checkpoint
-from pipeline.rows import PREDICTION_SCHEMA
+from pipeline.rows import PREDICTION_SCHEMA, prediction_schema
 
 
 def test_sequential_classify_writes_schema_rows_and_error_rows(motion_corpus, bad_videos, tmp_path):
@@ -38,12 +39,16 @@ def test_sequential_classify_writes_schema_rows_and_error_rows(motion_corpus, ba
     for kind in bad_videos:
         row = rows[f"{kind}.mp4"]
         assert row["status"] == "error" and row["error"] and row["label"] is None
+        assert row["embedding"] is None
     model, _ = load_checkpoint(tmp_path / "model.pt")
     good = sorted((inputs / "good").iterdir())
     with torch.no_grad():
-        expected = torch.softmax(model(clips_to_tensor(np.stack([sample_clip(p) for p in good]))), 1)
-    for path, probs in zip(good, expected.numpy()):
+        logits, states = model.logits_and_embedding(
+            clips_to_tensor(np.stack([sample_clip(p) for p in good])))
+        expected = torch.softmax(logits, 1)
+    for path, probs, state in zip(good, expected.numpy(), states.numpy()):
         row = rows[path.name]
+        assert np.allclose(row["embedding"], state / np.linalg.norm(state), atol=1e-5)
         assert row["status"] == "ok" and row["error"] is None and row["segment"] == 0
         assert row["label"] == config.class_names[int(probs.argmax())]
         assert np.isclose(row["score"], probs.max(), atol=1e-5)
@@ -55,6 +60,10 @@ def test_sequential_classify_writes_schema_rows_and_error_rows(motion_corpus, ba
     counts = duckdb.sql(f"select status, count(*) from read_parquet('{tmp_path}/out/*.parquet') "
                         "group by 1 order by 1").fetchall()
     assert counts == [("error", len(bad_videos)), ("ok", 12)]
+    # One width per model (the GRU 32's last state), which DuckDB can cast to FLOAT[32]
+    widths = duckdb.sql(f"select distinct len(embedding::FLOAT[32]) from "
+                        f"read_parquet('{tmp_path}/out/*.parquet') where status = 'ok'").fetchall()
+    assert widths == [(32,)]
 
 
 def test_both_decoders_give_the_same_rows(motion_corpus, bad_videos, tmp_path):
@@ -66,13 +75,17 @@ def test_both_decoders_give_the_same_rows(motion_corpus, bad_videos, tmp_path):
     tables = {}
     for decoder in ("pyav", "ffmpeg"):
         classify_sequential(str(inputs), str(tmp_path / f"{decoder}.parquet"),
-                            str(tmp_path / "model.pt"), window_seconds=0.5, decoder=decoder)
+                            str(tmp_path / "model.pt"), window_seconds=0.5, decoder=decoder,
+                            embeddings=decoder == "pyav")
         tables[decoder] = pq.read_table(tmp_path / f"{decoder}.parquet").sort_by(
             [("video_uri", "ascending"), ("segment", "ascending")])
     assert tables["pyav"].num_rows > 12  # windows: several clips per video
     columns = ["video_uri", "segment", "start_s", "end_s", "status", "error", "label", "score",
                "top_scores"]
     assert tables["pyav"].select(columns).to_pylist() == tables["ffmpeg"].select(columns).to_pylist()
+    # Without embeddings (--no-embeddings) the column is left out, and nothing else changes.
+    assert tables["ffmpeg"].schema == prediction_schema(embeddings=False)
+    assert tables["pyav"].schema == PREDICTION_SCHEMA
 
 
 class _DroppedAfter(io.BytesIO):

@@ -138,6 +138,36 @@ def test_the_inference_copy_predicts_what_the_model_does(arch):
         assert not any(isinstance(m, torch.nn.BatchNorm3d) for m in fast.modules())  # folded
 
 
+@pytest.mark.parametrize("arch, width", [("motion3d_gru", 128), ("cnn2d_gru32_lstm32", 32),
+                                         ("cnn3d_none", None)])
+def test_embeddings_are_the_state_the_classifier_reads_normalised(arch, width):
+    """The rows' embedding: the head's input to its dense classifier (the last recurrent
+    layer's final state; the time average for `none`), L2-normalised, with the same
+    probabilities as without it, on the inference copy and for a lone clip too."""
+    import numpy as np
+
+    from pipeline.models import for_inference, predict, predict_probs
+
+    torch.manual_seed(0)
+    model = build_model(arch, 4, frames=8, size=32).eval()
+    clips = (np.random.default_rng(1).random((3, 8, 32, 32, 3)) * 255).astype(np.uint8)
+    x = torch.rand(2, 3, 8, 32, 32)
+    with torch.no_grad():
+        logits, state = model.logits_and_embedding(x)
+        assert torch.allclose(logits, model(x), atol=1e-6)
+        assert torch.allclose(model.head.classifier(state), logits, atol=1e-6)
+    assert state.shape == (2, model.embedding_size)
+    assert width is None or model.embedding_size == width
+    for predictor in (model, for_inference(model)):
+        out = predict(predictor, clips, embeddings=True)
+        np.testing.assert_allclose(out.probs, predict_probs(model, clips), atol=1e-5)
+        assert out.embeddings.shape == (3, model.embedding_size)
+        np.testing.assert_allclose(np.linalg.norm(out.embeddings, axis=1), 1, atol=1e-5)
+        lone = predict(predictor, clips[:1], embeddings=True)
+        np.testing.assert_allclose(lone.embeddings, out.embeddings[:1], atol=1e-5)
+    assert predict(model, clips).embeddings is None
+
+
 def test_the_motion_backbone_sees_luma_and_its_change_whatever_the_colour_and_exposure():
     import numpy as np
 

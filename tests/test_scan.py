@@ -32,7 +32,7 @@ from fixtures.ray_cluster import JOB_EXCLUDES, last_json
 from pipeline import commit, lease, segments, storage
 from pipeline.cli import main as vidpipe
 from pipeline.models.checkpoint import ModelConfig, save_checkpoint
-from pipeline.rows import Lineage, error_row, rows_to_table
+from pipeline.rows import PREDICTION_SCHEMA, Lineage, error_row, rows_to_table
 from pipeline import scan
 from pipeline.scan import diff_uri_rows, state_rows, tvd
 from pipeline.synthetic import make_corpus
@@ -69,10 +69,12 @@ def _run(args: list[str]) -> tuple[int, dict | None, str]:
 
 
 def reader_rows(output: Path) -> list[dict]:
-    """What a reader of the contract's glob sees."""
+    """What a reader of the contract's glob sees (by column name: runs with and without
+    embeddings write files with and without that column)."""
     if not list(output.glob(READER_GLOB)):
         return []
-    result = duckdb.sql(f"select * from read_parquet('{output}/{READER_GLOB}', hive_partitioning=true)")
+    result = duckdb.sql(f"select * from read_parquet('{output}/{READER_GLOB}', "
+                        "hive_partitioning=true, union_by_name=true)")
     return [dict(zip(result.columns, row)) for row in result.fetchall()]
 
 
@@ -280,6 +282,7 @@ def test_a_storage_failure_is_tried_again_next_night_not_recorded(tmp_path, monk
     batch = rows_to_table([error_row(r, r["error"], lineage) for r in [record, *undecodable]])
     batch = batch.append_column("retry", pa.array([True, False]))
     [manifest] = commit.write_staged(batch, str(tmp_path / "staging"), keep_retry=False,
+                                     schema=PREDICTION_SCHEMA,
                                      state_rows=lambda rows: state_rows(rows, "r1")).to_pylist()
     assert (manifest["retry_videos"], manifest["error_videos"], manifest["rows"]) == (1, 1, 1)
     state = duckdb.sql(f"select video_uri, status from read_parquet('{manifest['state_file']}')").fetchall()
@@ -350,7 +353,9 @@ def test_incremental_scans_process_each_version_once(ray_local, videos, checkpoi
     base = ["scan", str(archive), str(output), "--model", str(checkpoint), "--window-seconds", "1",
             "--mlflow-uri", mlflow_uri, "--rows-per-file", "10", "--json"]
 
-    code, first, err = _run(base + ["--date", "2026-11-30"])
+    # The first scan without embeddings, as an output from before they existed; the third adds
+    # files with them. Neither changes what the state settles.
+    code, first, err = _run(base + ["--date", "2026-11-30", "--no-embeddings"])
     assert code == 0, err[-3000:]
     assert (first["listed"], first["new"], first["processed"], first["errors"]) == (7, 7, 7, 1)
     assert (first["decoder"], first["decode_fallbacks"]) == ("pyav", 0)  # auto on CPUs: PyAV
@@ -383,6 +388,10 @@ def test_incremental_scans_process_each_version_once(ray_local, videos, checkpoi
     latest = {r["video_uri"] for r in rows if str(r["scan_date"]) == "2026-12-02"}
     assert latest == {f"file://{archive}/{name}" for name in ("a/v0.mp4", "a/new1.mp4", "c/new2.mp4")}
     assert len({r["video_etag"] for r in rows if r["video_uri"] == f"file://{overwritten}"}) == 2
+    for row in rows:  # embeddings: the third scan's ok rows, each of the GRU 32's width
+        has_embedding = str(row["scan_date"]) == "2026-12-02" and row["status"] == "ok"
+        assert (row["embedding"] is not None) == has_embedding
+        assert not has_embedding or len(row["embedding"]) == 32
     assert listed(archive) <= {(r["video_uri"], r["video_etag"]) for r in rows}
     assert third["drift_tvd"] is not None and third["drift_against"] == first["run_id"]
 

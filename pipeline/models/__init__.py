@@ -12,8 +12,11 @@ MixStyle; the default before motion3d). See "Training recipe" in README.md. Inpu
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from .. import devices
@@ -45,6 +48,15 @@ class ActionClassifier(nn.Module):
     def forward(self, clip: torch.Tensor) -> torch.Tensor:
         return self.head(self.backbone((clip - self.input_mean) / self.input_std))
 
+    @property
+    def embedding_size(self) -> int:
+        return self.head.embedding_size
+
+    def logits_and_embedding(self, clip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The logits and the clip representation they come from (head.embed), not normalised."""
+        embedding = self.head.embed(self.backbone((clip - self.input_mean) / self.input_std))
+        return self.head.classifier(embedding), embedding
+
 
 def build_model(arch: str, num_classes: int, frames: int = 20, size: int = 64) -> nn.Module:
     """A fresh model of `arch` for clips of `frames` x `size` x `size`."""
@@ -67,9 +79,19 @@ class InferenceModel(nn.Module):
         self.model, self.channels_last = model, channels_last
 
     def forward(self, clip: torch.Tensor) -> torch.Tensor:
+        return self.model(self._laid_out(clip))
+
+    @property
+    def embedding_size(self) -> int:
+        return self.model.embedding_size
+
+    def logits_and_embedding(self, clip: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.model.logits_and_embedding(self._laid_out(clip))
+
+    def _laid_out(self, clip: torch.Tensor) -> torch.Tensor:
         if self.channels_last:
             clip = clip.contiguous(memory_format=torch.channels_last_3d)
-        return self.model(clip)
+        return clip
 
 
 def for_inference(model: nn.Module, device: torch.device | str | None = None) -> InferenceModel:
@@ -113,31 +135,55 @@ def clips_to_tensor(clips: np.ndarray, device: torch.device | str | None = None)
 CPU_MAX_BATCH = 2
 
 
+@dataclass(frozen=True)
+class Predictions:
+    """What the model says about N clips: class probabilities float32 [N, C] and, when asked
+    for, each clip's representation (head.embed) L2-normalised, float32 [N, embedding_size]."""
+
+    probs: np.ndarray
+    embeddings: np.ndarray | None = None
+
+
 @torch.inference_mode()
-def predict_probs(model: nn.Module, clips: np.ndarray, batch_size: int = 16,
-                  mixed_precision: bool = False) -> np.ndarray:
-    """Class probabilities float32 [N, C] for uint8 clips [N, T, H, W, 3], on the model's device
-    (`mixed_precision`: float16 on CUDA, bfloat16 on the CPU).
+def predict(model: nn.Module, clips: np.ndarray, batch_size: int = 16,
+            mixed_precision: bool = False, embeddings: bool = False) -> Predictions:
+    """Predictions for uint8 clips [N, T, H, W, 3], on the model's device (`mixed_precision`:
+    float16 on CUDA, bfloat16 on the CPU); `embeddings` needs a model with
+    `logits_and_embedding` (ActionClassifier, InferenceModel).
 
     The one place where clips become probabilities: inference, evaluation, validation and the
-    MLflow pyfunc all call it, so they cannot disagree.
+    MLflow pyfunc all call it (or predict_probs), so they cannot disagree.
     """
     model.eval()
     device = devices.of(model)
     if device.type == "cpu":
         batch_size = min(batch_size, CPU_MAX_BATCH)
-    outputs = []
+    probs, vectors = [], []
     for start in range(0, len(clips), batch_size):
         batch = clips_to_tensor(clips[start:start + batch_size], device).to(device)
         single = device.type == "cpu" and len(batch) == 1
         if single:  # ATen runs a batch of one 3D convolution without oneDNN, ~3x slower per clip
             batch = torch.cat([batch, batch])
         with devices.autocast(device, mixed_precision):
-            logits = model(batch)[:1] if single else model(batch)
-        outputs.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
-    if not outputs:
-        return np.zeros((0, 0), np.float32)
-    return np.concatenate(outputs)
+            if embeddings:
+                logits, embedding = model.logits_and_embedding(batch)
+            else:
+                logits, embedding = model(batch), None
+        keep = 1 if single else len(batch)
+        probs.append(torch.softmax(logits[:keep].float(), dim=1).cpu().numpy())
+        if embedding is not None:
+            vectors.append(F.normalize(embedding[:keep].float(), dim=1).cpu().numpy())
+    if not probs:
+        return Predictions(np.zeros((0, 0), np.float32),
+                           np.zeros((0, 0), np.float32) if embeddings else None)
+    return Predictions(np.concatenate(probs), np.concatenate(vectors) if embeddings else None)
+
+
+def predict_probs(model: nn.Module, clips: np.ndarray, batch_size: int = 16,
+                  mixed_precision: bool = False) -> np.ndarray:
+    """Class probabilities float32 [N, C] for uint8 clips [N, T, H, W, 3]: `predict` without
+    embeddings (any model, DDP-wrapped ones included)."""
+    return predict(model, clips, batch_size, mixed_precision).probs
 
 
 def count_parameters(module: nn.Module) -> int:

@@ -2,6 +2,8 @@
 
 `none` averages the sequence over time (order-blind: it cannot tell a clip from its reverse);
 the recurrent heads run one or two stacked GRU/LSTM layers and classify their final state.
+Each head's `embed` is the clip representation its dense classifier reads (the time average, or
+the last layer's final hidden state), `embedding_size` floats: the rows' `embedding`.
 """
 
 from __future__ import annotations
@@ -19,8 +21,15 @@ class MeanPoolHead(nn.Module):
         super().__init__()
         self.classifier = nn.Linear(features, num_classes)
 
+    @property
+    def embedding_size(self) -> int:
+        return self.classifier.in_features
+
+    def embed(self, sequence: torch.Tensor) -> torch.Tensor:
+        return sequence.mean(dim=1)
+
     def forward(self, sequence: torch.Tensor) -> torch.Tensor:
-        return self.classifier(sequence.mean(dim=1))
+        return self.classifier(self.embed(sequence))
 
 
 class RecurrentHead(nn.Module):
@@ -42,11 +51,18 @@ class RecurrentHead(nn.Module):
             size = units
         self.classifier = nn.Linear(size, num_classes)
 
-    def forward(self, sequence: torch.Tensor) -> torch.Tensor:
+    @property
+    def embedding_size(self) -> int:
+        return self.classifier.in_features
+
+    def embed(self, sequence: torch.Tensor) -> torch.Tensor:
         x = sequence
         for rnn in self.rnns:
             x, _ = rnn(x)
-        return self.classifier(x[:, -1])
+        return x[:, -1]
+
+    def forward(self, sequence: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.embed(sequence))
 
 
 def _keras_init(rnn: nn.RNNBase, gates: int) -> None:
