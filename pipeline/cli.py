@@ -56,7 +56,8 @@ class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         if ("default" in text or action.required or not action.option_strings
-                or action.default in (None, False, argparse.SUPPRESS)):
+                or any(action.default is nothing for nothing in (None, False, argparse.SUPPRESS))):
+            # `is`, not `in`: a default of 0 equals False and is still worth showing
             return text
         default = " ".join(action.default) if isinstance(action.default, list) else action.default
         return f"{text} (default: {default})".replace("%", "%%")
