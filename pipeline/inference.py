@@ -33,7 +33,7 @@ from .infrastructure import check_nodes
 from .listing import listing_dataset
 from .model_store import LoadedModel, load_model
 from .models import TOP_K, for_inference, predict_probs
-from .progress import Progress, mark, report
+from .progress import Progress, mark, report, report_node
 from .rows import error_row, is_first_row, prediction_row, rows_to_table
 from .segments import VideoWindows, clip_arrays, decode_task, decode_video
 
@@ -103,7 +103,7 @@ def classify_sequential(input_uri: str, output_path: str, model_ref: str,
 
 
 def predictions(videos, loaded: LoadedModel, window_seconds: float | None = None,
-                batch_size: int = 16, num_actors: int | None = None, nodes=None, progress=None,
+                batch_size: int = 16, num_actors: int | None = None, progress=None,
                 decoder: str = DEFAULT_DECODER, decode_timeout_s: float = DEFAULT_TIMEOUT_S,
                 video_count: int | None = None):
     """Listed videos (a Ray dataset with the LISTING_SCHEMA columns) -> prediction rows plus
@@ -117,7 +117,7 @@ def predictions(videos, loaded: LoadedModel, window_seconds: float | None = None
     - GPU clusters, or `num_actors` given: decode tasks feed a pool of classifier actors (one per
       GPU by default), so the GPUs classify while the CPUs decode.
 
-    `nodes`: a ray_runtime.NodeLog to report to; `progress`: a progress.Progress handle;
+    `progress`: a progress.Progress handle (counts and the nodes that did work);
     `decoder`: one of frames.DECODERS; `decode_timeout_s`: the decode deadline per started minute
     of video (frames.DEFAULT_TIMEOUT_S); `video_count`: how many videos `videos` holds, where the
     caller knows (a scan does): fewer than VIDEOS_PER_CLASSIFY_TASK per CPU are then spread over
@@ -129,7 +129,7 @@ def predictions(videos, loaded: LoadedModel, window_seconds: float | None = None
     config = loaded.config
     gpus = cluster_has_gpus()
     decode = {"frames": config.frames, "size": config.size,
-              "window_seconds": config.window_seconds(window_seconds), "nodes": nodes,
+              "window_seconds": config.window_seconds(window_seconds), "progress": progress,
               "decoder": decoder, "timeout_s": decode_timeout_s}
     listed = videos.select_columns(list(storage.LISTING_SCHEMA.names))
     cpus = int(ray.cluster_resources().get("CPU", 1))
@@ -144,8 +144,7 @@ def predictions(videos, loaded: LoadedModel, window_seconds: float | None = None
             .map_batches(classify_task, batch_size=None, batch_format="pyarrow", num_cpus=1,
                          memory=DECODE_MEMORY,
                          fn_kwargs={**decode, "checkpoint": ray.put(loaded.checkpoint),
-                                    "lineage": loaded.lineage, "batch_size": batch_size,
-                                    "progress": progress})
+                                    "lineage": loaded.lineage, "batch_size": batch_size})
         )
     actors = num_actors or int(ray.cluster_resources().get("GPU", 1))
     # Torch threads per CPU actor: the CPUs the actors would share if decoding took none. Decode
@@ -162,7 +161,7 @@ def predictions(videos, loaded: LoadedModel, window_seconds: float | None = None
                      compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
                      fn_constructor_kwargs={"checkpoint": loaded.checkpoint,
                                             "lineage": loaded.lineage,
-                                            "device": "cuda" if gpus else "cpu", "nodes": nodes,
+                                            "device": "cuda" if gpus else "cpu",
                                             "threads": threads, "progress": progress},
                      num_cpus=1, num_gpus=1 if gpus else 0)
     )
@@ -187,18 +186,16 @@ def _rows_with_retry(rows: list[dict], records: list[dict], progress) -> pa.Tabl
 class ClassifierActor:
     """map_batches step: loads the model once per actor, turns segment batches into rows."""
 
-    def __init__(self, checkpoint: bytes, lineage, device: str = "cpu", nodes=None,
-                 threads: int = 1, progress=None):
+    def __init__(self, checkpoint: bytes, lineage, device: str = "cpu", threads: int = 1,
+                 progress=None):
         from .model_store import from_checkpoint_bytes
 
         torch.set_num_threads(threads)
         self.classifier = Classifier(from_checkpoint_bytes(checkpoint, lineage), device)
-        self.nodes, self.progress = nodes, progress
+        self.progress = progress
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from .ray_runtime import report_node
-
-        report_node(self.nodes)
+        report_node(self.progress)
         records = batch.to_pylist()
         return _rows_with_retry(self.classifier.rows(records), records, self.progress)
 
@@ -222,7 +219,7 @@ def _classifier_for(checkpoint, lineage) -> Classifier:
 
 
 def classify_task(videos: pa.Table, checkpoint, lineage, frames: int, size: int,
-                  window_seconds: float | None, nodes, batch_size: int = 16, progress=None,
+                  window_seconds: float | None, progress=None, batch_size: int = 16,
                   decoder: str = DEFAULT_DECODER, timeout_s: float = DEFAULT_TIMEOUT_S
                   ) -> Iterable[pa.Table]:
     """Ray Data step of CPU clusters: a block of listed videos -> prediction rows plus `retry`,
@@ -233,10 +230,9 @@ def classify_task(videos: pa.Table, checkpoint, lineage, frames: int, size: int,
     its windows are decoded and classified, so a video that fails halfway is still one error
     row and nothing else."""
     from . import faults
-    from .ray_runtime import report_node
 
     mark("task started")
-    report_node(nodes)
+    report_node(progress)
     faults.pause("decoding")
     classifier = _classifier_for(checkpoint, lineage)
     mark("model loaded")
@@ -315,7 +311,7 @@ def classify(input_uri: str, output_uri: str, model_ref: str, *, window_seconds:
     lease.LeaseHeld when another run writes OUTPUT, TooManyErrors after committing when the share
     of unreadable videos exceeds `error_threshold`.
     """
-    from .ray_runtime import NodeLog, ensure_ray
+    from .ray_runtime import ensure_ray
 
     say = say or (lambda line: None)
     started = time.perf_counter()
@@ -327,18 +323,14 @@ def classify(input_uri: str, output_uri: str, model_ref: str, *, window_seconds:
         ensure_ray(ray_address)
         check_nodes(input_uri, decoder)  # a node that cannot decode fails the job now
         mark("nodes checked")
-        nodes = NodeLog()
-        try:
-            with Progress(say) as progress:
-                rows = predictions(listing_dataset(input_uri, progress.handle), loaded,
-                                   window_seconds, batch_size, num_actors, nodes, progress.handle,
-                                   decoder=decoder, decode_timeout_s=decode_timeout_s)
-                manifest = stage_rows(rows, writer.staging, keep_retry=True,
-                                      rows_per_file=rows_per_file)
-                mark("rows staged")
-            node_ids = nodes.nodes()
-        finally:
-            nodes.close()
+        with Progress(say) as progress:
+            rows = predictions(listing_dataset(input_uri, progress.handle), loaded,
+                               window_seconds, batch_size, num_actors, progress.handle,
+                               decoder=decoder, decode_timeout_s=decode_timeout_s)
+            manifest = stage_rows(rows, writer.staging, keep_retry=True,
+                                  rows_per_file=rows_per_file)
+            mark("rows staged")
+            node_ids = progress.nodes()
         totals = manifest_totals(manifest)
         videos = totals["ok_videos"] + totals["error_videos"]
         if not videos:

@@ -501,8 +501,6 @@ def run_scan(request: ScanRequest, say: Callable[[str], None]) -> dict:
 def _run(request: ScanRequest, record: ScanRecord, loaded, writer, say, started: float):
     """The scan under the lease: plan, process, stage, commit. Returns (committed record, its
     MLflow run)."""
-    from .ray_runtime import NodeLog
-
     output, run_id, staging = request.output, record.run_id, writer.staging
     phase = time.perf_counter()
     records = commit.committed_records(output)
@@ -521,22 +519,16 @@ def _run(request: ScanRequest, record: ScanRecord, loaded, writer, say, started:
 
     manifest = []
     if record.planned:
-        log = NodeLog()
-        try:
-            with Progress(say, total=record.planned) as progress:
-                work = _read_parquet(plan_uri).filter(
-                    expr=_column("change").is_in(list(WORK)))
-                rows = predictions(work, loaded, request.window_seconds, request.batch_size,
-                                   request.num_actors, log, progress.handle,
-                                   decoder=request.decoder,
-                                   decode_timeout_s=request.decode_timeout_s,
-                                   video_count=record.planned)
-                manifest = stage_rows(rows, staging, keep_retry=False,
-                                      state_rows=partial(state_rows, run_id=run_id),
-                                      rows_per_file=request.rows_per_file)
-            record.nodes = log.nodes()
-        finally:
-            log.close()
+        with Progress(say, total=record.planned) as progress:
+            work = _read_parquet(plan_uri).filter(expr=_column("change").is_in(list(WORK)))
+            rows = predictions(work, loaded, request.window_seconds, request.batch_size,
+                               request.num_actors, progress.handle, decoder=request.decoder,
+                               decode_timeout_s=request.decode_timeout_s,
+                               video_count=record.planned)
+            manifest = stage_rows(rows, staging, keep_retry=False,
+                                  state_rows=partial(state_rows, run_id=run_id),
+                                  rows_per_file=request.rows_per_file)
+            record.nodes = progress.nodes()
     record.process_s, phase = round(time.perf_counter() - phase, 3), time.perf_counter()
     recorded = []
     if record.deleted or record.restored:
