@@ -322,7 +322,6 @@ def classify(input_uri: str, output_uri: str, model_ref: str, *, window_seconds:
             say(f"rolled forward crashed run(s) {', '.join(writer.recovered)}")
         ensure_ray(ray_address)
         check_nodes(input_uri, decoder)  # a node that cannot decode fails the job now
-        mark("nodes checked")
         with Progress(say) as progress:
             rows = predictions(listing_dataset(input_uri, progress.handle), loaded,
                                window_seconds, batch_size, num_actors, progress.handle,
