@@ -50,11 +50,8 @@ import pyarrow.compute as pc
 
 from . import commit, faults, storage
 from .frames import DEFAULT_TIMEOUT_S
-from .inference import (check_error_share, manifest_totals, predictions, stage_rows,
-                        staged_files)
 from .infrastructure import check_nodes
 from .listing import listing_dataset
-from .model_store import load_model
 from .progress import Progress, mark
 from .rows import first_rows
 
@@ -478,6 +475,10 @@ def run_scan(request: ScanRequest, say: Callable[[str], None]) -> dict:
     """One scan; returns its committed run record. Raises LeaseHeld when another run writes
     OUTPUT, TooManyErrors after committing when more than the threshold of the planned videos
     could not be read (undecodable, or storage failures left for the next scan)."""
+    # Here, not at the top: the plan's Ray Data steps are functions of this module, and the
+    # workers that run them would otherwise import torch (seconds per worker) for nothing.
+    from .inference import check_error_share
+    from .model_store import load_model
     from .ray_runtime import ensure_ray
 
     started = time.perf_counter()
@@ -520,6 +521,8 @@ def run_scan(request: ScanRequest, say: Callable[[str], None]) -> dict:
 def _run(request: ScanRequest, record: ScanRecord, loaded, writer, say, started: float):
     """The scan under the lease: plan, process, stage, commit. Returns (committed record, its
     MLflow run)."""
+    from .inference import manifest_totals, predictions, stage_rows, staged_files  # see run_scan
+
     output, run_id, staging = request.output, record.run_id, writer.staging
     phase = time.perf_counter()
     records = commit.committed_records(output)
