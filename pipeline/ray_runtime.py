@@ -116,8 +116,9 @@ def exit_if_ray_started_here(code: int) -> None:
 
     ray.shutdown()
     logging.shutdown()
-    sys.stdout.flush()
-    sys.stderr.flush()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a reader that went away (`| head`) changes nothing
+            stream.flush()
     os._exit(code)
 
 
