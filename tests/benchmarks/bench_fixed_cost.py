@@ -3,7 +3,7 @@ finds nothing to do, and the floor Ray's own start-up sets, each a fresh process
 median of several runs (issue 20).
 
     .venv/bin/python tests/benchmarks/bench_fixed_cost.py [--repeats 5] [--compare DIR]
-        [--clips 700]
+        [--clips 700]  (--repeats 0 --clips N: the clips alone)
 
 `--compare DIR`: also time help, classify and the no-op scan with DIR's `pipeline/` (e.g. an
 export of the commit before a change), interleaved with the others; reported, not recorded.
@@ -149,9 +149,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="vidpipe-bench-fixed-") as tmp:
         root = Path(tmp)
         video, model = make_inputs(root)
-        make_corpus(str(root / "archive"), per_class=SCAN_VIDEOS // 4, seed=1)
-        timed(scan_command(python, root, "scanned", model))  # the no-op scans' earlier scan
-        if args.compare:
+        if args.repeats:
+            make_corpus(str(root / "archive"), per_class=SCAN_VIDEOS // 4, seed=1)
+            timed(scan_command(python, root, "scanned", model))  # the no-op scans' earlier scan
+        if args.repeats and args.compare:
             timed(scan_command(python, root, "scanned-compared", model), args.compare)
         for repeat in range(args.repeats):  # interleaved: the machine's load hits all alike
             loads.append(os.getloadavg()[0])
@@ -179,6 +180,8 @@ def main() -> None:
                                                   for name, values in walls.items()), flush=True)
         if args.clips:
             clips_against_loop(args.clips, root)
+    if not args.repeats:  # --repeats 0 --clips N: the clips alone
+        return
 
     median = {name: statistics.median(values) for name, values in walls.items()}
     print(f"\nmedians of {args.repeats} runs; load average {statistics.median(loads):.1f} on "
