@@ -30,7 +30,7 @@ from .frames import (DECODER_CHOICES, DECODERS, DEFAULT_DECODER, DEFAULT_TIMEOUT
                      VideoDecodeError)
 from .infrastructure import InfrastructureError
 from .progress import mark
-from .ray_runtime import set_verbose
+from .ray_runtime import exit_if_ray_started_here, set_verbose
 from .train_settings import REFERENCE_BATCH, TrainSettings
 
 
@@ -312,6 +312,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; its exit code. Called as this process's own command line (argv None: the
+    `vidpipe` script, `python -m pipeline.cli`), a process that started its own local Ray ends
+    right after the command (ray_runtime.exit_if_ray_started_here) rather than returning."""
+    code = _command(argv)
+    if argv is None:
+        exit_if_ray_started_here(code)
+    return code
+
+
+def _command(argv: list[str] | None) -> int:
     try:
         args = build_parser().parse_args(argv)
         mark("parsed")

@@ -111,11 +111,11 @@ def write_staged(rows: pa.Table, staging: str, keep_retry: bool, schema: pa.Sche
     if written.num_rows:
         name = f"part-{_keys_hash(written)}.parquet"
         summary["data_file"] = storage.join(staging, "data", name)
-        _write_parquet(written, summary["data_file"])
+        write_parquet(written, summary["data_file"])
         faults.pause("writing")
         if state_rows is not None:
             summary["state_file"] = storage.join(staging, "state", name)
-            _write_parquet(state_rows(written), summary["state_file"])
+            write_parquet(state_rows(written), summary["state_file"])
     return pa.Table.from_pylist([summary], schema=MANIFEST_SCHEMA)
 
 
@@ -129,7 +129,8 @@ def _keys_hash(rows: pa.Table) -> str:
     return digest.hexdigest()[:20]
 
 
-def _write_parquet(table: pa.Table, uri: str) -> None:
+def write_parquet(table: pa.Table, uri: str) -> None:
+    """One Parquet file at `uri` (its folder made where the store needs one)."""
     fs, path = storage.filesystem(uri)
     fs.makedirs(posixpath.dirname(path), exist_ok=True)
     with fs.open(path, "wb") as handle:

@@ -34,7 +34,7 @@ from .infrastructure import check_nodes
 from .listing import listing_dataset
 from .model_store import LoadedModel, load_model
 from .models import TOP_K, for_inference, predict
-from .progress import Progress, mark, report
+from .progress import Progress, mark, report, report_node
 from .rows import (error_row, is_first_row, parquet_options, prediction_row, prediction_schema,
                    rows_to_table)
 from .segments import FallbackWindows, VideoWindows, clip_arrays, decode_task, decode_video
@@ -120,7 +120,7 @@ def classify_sequential(input_uri: str, output_path: str, model_ref: str,
 
 
 def predictions(videos, loaded: LoadedModel, window_seconds: float | None = None,
-                batch_size: int = 16, num_actors: int | None = None, nodes=None, progress=None,
+                batch_size: int = 16, num_actors: int | None = None, progress=None,
                 decoder: str = DEFAULT_DECODER, decode_timeout_s: float = DEFAULT_TIMEOUT_S,
                 video_count: int | None = None, gpu_decoder=None, embeddings: bool = True):
     """Listed videos (a Ray dataset with the LISTING_SCHEMA columns) -> prediction rows
@@ -139,7 +139,7 @@ def predictions(videos, loaded: LoadedModel, window_seconds: float | None = None
       (DecodingClassifierActor); `gpu_decoder` is its decoder class (decode_nvdec.NvdecDecoder;
       a test stand-in runs this shape on CPU actors).
 
-    `nodes`: a ray_runtime.NodeLog to report to; `progress`: a progress.Progress handle;
+    `progress`: a progress.Progress handle (counts and the nodes that did work);
     `decoder`: one of frames.DECODERS; `decode_timeout_s`: the decode deadline per started minute
     of video (frames.DEFAULT_TIMEOUT_S); `video_count`: how many videos `videos` holds, where the
     caller knows (a scan does): fewer than VIDEOS_PER_CLASSIFY_TASK per CPU are then spread over
@@ -151,7 +151,7 @@ def predictions(videos, loaded: LoadedModel, window_seconds: float | None = None
     config = loaded.config
     gpus = cluster_has_gpus()
     decode = {"frames": config.frames, "size": config.size,
-              "window_seconds": config.window_seconds(window_seconds), "nodes": nodes,
+              "window_seconds": config.window_seconds(window_seconds), "progress": progress,
               "decoder": decoder, "timeout_s": decode_timeout_s}
     listed = videos.select_columns(list(storage.LISTING_SCHEMA.names))
     cpus = int(ray.cluster_resources().get("CPU", 1))
@@ -167,7 +167,7 @@ def predictions(videos, loaded: LoadedModel, window_seconds: float | None = None
                          memory=DECODE_MEMORY,
                          fn_kwargs={**decode, "checkpoint": ray.put(loaded.checkpoint),
                                     "lineage": loaded.lineage, "batch_size": batch_size,
-                                    "progress": progress, "embeddings": embeddings})
+                                    "embeddings": embeddings})
         )
     actors = num_actors or int(ray.cluster_resources().get("GPU", 1))
     if decoder == "nvdec":
@@ -181,7 +181,7 @@ def predictions(videos, loaded: LoadedModel, window_seconds: float | None = None
                              "window_seconds": decode["window_seconds"],
                              "device": "cuda" if gpus else "cpu", "gpu_decoder": gpu_decoder,
                              "batch_size": batch_size, "timeout_s": decode_timeout_s,
-                             "nodes": nodes, "progress": progress, "embeddings": embeddings},
+                             "progress": progress, "embeddings": embeddings},
                          num_cpus=1, num_gpus=1 if gpus else 0)
         )
     # Torch threads per CPU actor: the CPUs the actors would share if decoding took none. Decode
@@ -198,7 +198,7 @@ def predictions(videos, loaded: LoadedModel, window_seconds: float | None = None
                      compute=ray.data.ActorPoolStrategy(min_size=1, max_size=actors),
                      fn_constructor_kwargs={"checkpoint": loaded.checkpoint,
                                             "lineage": loaded.lineage,
-                                            "device": "cuda" if gpus else "cpu", "nodes": nodes,
+                                            "device": "cuda" if gpus else "cpu",
                                             "threads": threads, "progress": progress,
                                             "embeddings": embeddings},
                      num_cpus=1, num_gpus=1 if gpus else 0)
@@ -225,19 +225,17 @@ def _rows_with_retry(classifier: Classifier, rows: list[dict], records: list[dic
 class ClassifierActor:
     """map_batches step: loads the model once per actor, turns segment batches into rows."""
 
-    def __init__(self, checkpoint: bytes, lineage, device: str = "cpu", nodes=None,
-                 threads: int = 1, progress=None, embeddings: bool = True):
+    def __init__(self, checkpoint: bytes, lineage, device: str = "cpu", threads: int = 1,
+                 progress=None, embeddings: bool = True):
         from .model_store import from_checkpoint_bytes
 
         torch.set_num_threads(threads)
         self.classifier = Classifier(from_checkpoint_bytes(checkpoint, lineage), device,
                                      embeddings)
-        self.nodes, self.progress = nodes, progress
+        self.progress = progress
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        from .ray_runtime import report_node
-
-        report_node(self.nodes)
+        report_node(self.progress)
         records = batch.to_pylist()
         return _rows_with_retry(self.classifier, self.classifier.rows(records), records,
                                 self.progress)
@@ -264,7 +262,7 @@ def _classifier_for(checkpoint, lineage, embeddings: bool) -> Classifier:
 
 
 def classify_task(videos: pa.Table, checkpoint, lineage, frames: int, size: int,
-                  window_seconds: float | None, nodes, batch_size: int = 16, progress=None,
+                  window_seconds: float | None, progress=None, batch_size: int = 16,
                   decoder: str = DEFAULT_DECODER, timeout_s: float = DEFAULT_TIMEOUT_S,
                   embeddings: bool = True) -> Iterable[pa.Table]:
     """Ray Data step of CPU clusters: a block of listed videos -> prediction rows plus `retry`,
@@ -275,10 +273,9 @@ def classify_task(videos: pa.Table, checkpoint, lineage, frames: int, size: int,
     its windows are decoded and classified, so a video that fails halfway is still one error
     row and nothing else."""
     from . import faults
-    from .ray_runtime import report_node
 
     mark("task started")
-    report_node(nodes)
+    report_node(progress)
     faults.pause("decoding")
     classifier = _classifier_for(checkpoint, lineage, embeddings)
     mark("model loaded")
@@ -340,7 +337,7 @@ class DecodingClassifierActor:
 
     def __init__(self, checkpoint: bytes, lineage, frames: int, size: int,
                  window_seconds: float | None, device: str = "cuda", gpu_decoder=None,
-                 batch_size: int = 16, timeout_s: float = DEFAULT_TIMEOUT_S, nodes=None,
+                 batch_size: int = 16, timeout_s: float = DEFAULT_TIMEOUT_S,
                  progress=None, embeddings: bool = True):
         from .decode_nvdec import NvdecDecoder
         from .model_store import from_checkpoint_bytes
@@ -352,12 +349,10 @@ class DecodingClassifierActor:
         self.device = torch.device(device)
         self.decode = {"frames": frames, "size": size, "window_seconds": window_seconds,
                        "timeout_s": timeout_s}
-        self.batch_size, self.nodes, self.progress = batch_size, nodes, progress
+        self.batch_size, self.progress = batch_size, progress
 
     def __call__(self, videos: pa.Table) -> Iterable[pa.Table]:
-        from .ray_runtime import report_node
-
-        report_node(self.nodes)
+        report_node(self.progress)
         yield from _classified(videos, self.classifier, self.batch_size, self.progress,
                                self.stack, self.windows)
 
@@ -425,7 +420,7 @@ def classify(input_uri: str, output_uri: str, model_ref: str, *, window_seconds:
     then runs its actor shape on whatever the cluster has.
     """
     from . import decoder_choice
-    from .ray_runtime import NodeLog, ensure_ray
+    from .ray_runtime import ensure_ray
 
     say = say or (lambda line: None)
     started = time.perf_counter()
@@ -439,21 +434,16 @@ def classify(input_uri: str, output_uri: str, model_ref: str, *, window_seconds:
             say(f"rolled forward crashed run(s) {', '.join(writer.recovered)}")
         # A node that cannot decode fails the job now (NVDEC's fallback is PyAV).
         check_nodes(input_uri, "pyav" if decoder == "nvdec" else decoder)
-        mark("nodes checked")
-        nodes = NodeLog()
-        try:
-            with Progress(say) as progress:
-                rows = predictions(listing_dataset(input_uri, progress.handle), loaded,
-                                   window_seconds, batch_size, num_actors, nodes, progress.handle,
-                                   decoder=decoder, decode_timeout_s=decode_timeout_s,
-                                   gpu_decoder=gpu_decoder, embeddings=embeddings)
-                manifest = stage_rows(rows, writer.staging, keep_retry=True,
-                                      schema=prediction_schema(embeddings),
-                                      rows_per_file=rows_per_file)
-                mark("rows staged")
-            node_ids = nodes.nodes()
-        finally:
-            nodes.close()
+        with Progress(say) as progress:
+            rows = predictions(listing_dataset(input_uri, progress.handle), loaded,
+                               window_seconds, batch_size, num_actors, progress.handle,
+                               decoder=decoder, decode_timeout_s=decode_timeout_s,
+                               gpu_decoder=gpu_decoder, embeddings=embeddings)
+            manifest = stage_rows(rows, writer.staging, keep_retry=True,
+                                  schema=prediction_schema(embeddings),
+                                  rows_per_file=rows_per_file)
+            mark("rows staged")
+            node_ids = progress.nodes()
         totals = manifest_totals(manifest)
         videos = totals["ok_videos"] + totals["error_videos"]
         if not videos:

@@ -15,6 +15,7 @@ import socket
 import tempfile
 
 from .ffmpeg_binary import ffmpeg_exe
+from .progress import mark
 
 # errno values that say "this machine", not "this video".
 MACHINE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.ENOMEM}
@@ -107,3 +108,4 @@ def check_nodes(input_uri: str, decoder: str) -> None:
     problems = [problem for problem in ray.get(pending) if problem]
     if problems:
         raise InfrastructureError("; ".join(problems))
+    mark("nodes checked")

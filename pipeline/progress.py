@@ -2,10 +2,14 @@
 `period_s` seconds otherwise (logs, CI, cron mail; VIDPIPE_PROGRESS_SECONDS sets the period),
 and nothing else.
 
-Workers report counts to a small counter actor (`report(handle, key, n)`, fire and forget); a
-thread on the driver reads it. Keys: `listed` (videos the listing tasks have found so far) and
-`done` (videos whose first segment has been classified). A job that knows its total before it
-starts (a scan, after planning) passes `total` instead of counting `listed`.
+Workers report counts to a small actor (`report(handle, key, n)`, fire and forget); a thread on
+the driver reads it. Keys: `listed` (videos the listing tasks have found so far) and `done`
+(videos whose first segment has been classified). A job that knows its total before it starts (a
+scan, after planning) passes `total` instead of counting `listed`.
+
+The same actor records where the job's tasks and actors ran (`report_node`; `Progress.nodes()`):
+a diagnostic beside the data (job summaries list the nodes), never a column of it. One actor, not
+two: each is a worker process of its own, and on a small job starting one costs about a second.
 """
 
 from __future__ import annotations
@@ -30,15 +34,24 @@ def mark(stage: str) -> None:
         print(f"vidpipe timing: {stage} {time.time():.3f}", file=sys.stderr, flush=True)
 
 
-class _Counter:
+class _JobLog:
+    """The actor: counts per key, and the nodes that reported."""
+
     def __init__(self):
         self.counts: dict[str, int] = {}
+        self._nodes: set[str] = set()
 
     def add(self, key: str, n: int) -> None:
         self.counts[key] = self.counts.get(key, 0) + n
 
     def get(self) -> dict[str, int]:
         return dict(self.counts)
+
+    def add_node(self, node: str) -> None:
+        self._nodes.add(node)
+
+    def nodes(self) -> list[str]:
+        return sorted(self._nodes)
 
 
 def report(handle, key: str, n: int) -> None:
@@ -47,16 +60,37 @@ def report(handle, key: str, n: int) -> None:
         handle.add.remote(key, n)
 
 
+_reported: set[str] = set()  # the job logs this worker process has told its node
+
+
+def report_node(handle) -> None:
+    """Tell the job's log (`handle`: Progress.handle; None: not tracked) which node this worker
+    process is on, once per process and job.
+
+    Waits for the log to have it: a call only sent could still be in flight when this node is
+    lost a moment later, and the job summary would then miss a node that had work."""
+    import ray
+
+    if handle is None:
+        return
+    key = handle._actor_id.hex()
+    if key not in _reported:
+        ray.get(handle.add_node.remote(ray.get_runtime_context().get_node_id()))
+        _reported.add(key)
+
+
 class Progress:
-    """A counter actor plus the driver thread that shows it. Use as a context manager."""
+    """The job's log actor plus the driver thread that shows its counts. Use as a context
+    manager; read `nodes()` inside it."""
 
     def __init__(self, say: Callable[[str], None], what: str = "videos classified",
                  period_s: float | None = None, stream=None, total: int | None = None):
         import ray
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+        # On the driver's node: losing a worker node must not lose the log.
         here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-        self.handle = ray.remote(_Counter).options(num_cpus=0, scheduling_strategy=here).remote()
+        self.handle = ray.remote(_JobLog).options(num_cpus=0, scheduling_strategy=here).remote()
         self.say, self.what, self.total = say, what, total
         self.period_s = period_s or period_from_env()
         self.stream = stream or sys.stderr
@@ -87,6 +121,12 @@ class Progress:
         import ray
 
         return ray.get(self.handle.get.remote(), timeout=30)
+
+    def nodes(self) -> list[str]:
+        """The nodes the job's tasks and actors reported (`report_node`), sorted."""
+        import ray
+
+        return ray.get(self.handle.nodes.remote())
 
     def _run(self) -> None:
         interval = 0.5 if self._bar is not None else self.period_s

@@ -1,21 +1,25 @@
-"""Connecting to Ray: a local in-process Ray by default, a cluster with `auto` or an address; the
-record of which nodes a job's tasks ran on; and how much of Ray's (and MLflow's) own logging
-reaches the terminal: errors only by default, Ray's INFO logs with `--verbose`.
+"""Connecting to Ray: a local in-process Ray by default, a cluster with `auto` or an address; and
+how much of Ray's (and MLflow's) own logging reaches the terminal: errors only by default, Ray's
+INFO logs with `--verbose`.
 
 Ray 2.60 clusters started with `ray start` use token authentication; clients need
 RAY_AUTH_MODE=token (the token is read from ~/.ray/auth_token), which we set when joining a cluster.
 The job's workers get this process's storage settings (storage.worker_env) and test hooks
-(faults.worker_env) as runtime_env variables.
+(faults.worker_env): on a cluster as runtime_env variables; a local Ray's workers inherit them
+from this process's environment, through the raylet that ray.init starts (a job with a
+runtime_env gets no prestarted workers: its first task and actors waited for fresh ones).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
 import sys
 
 _verbose = False
+_started_here = False  # this process started its own local Ray (ensure_ray)
 
 # Ray Train 2.60 starts a PreemptionWatcher actor (max_restarts=-1) with its workers' actor
 # handles as constructor arguments; Ray passes those by reference, and its core worker then logs
@@ -73,23 +77,23 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
            if name not in given}
     # No `logging_config` here: it drops the "(name pid=N)" prefix of forwarded worker output.
     # logging_level: ray.init sets Ray's loggers to it (INFO by default), start-up lines included.
-    options = {"log_to_driver": True, "runtime_env": {"env_vars": env} if env else None,
-               "logging_level": logging.INFO if _verbose else logging.ERROR}
+    options = {"log_to_driver": True, "logging_level": logging.INFO if _verbose else logging.ERROR}
     if address:
         os.environ.setdefault("RAY_AUTH_MODE", "token")
-        ray.init(address=address, **options)
+        ray.init(address=address, runtime_env={"env_vars": env} if env else None, **options)
     else:
-        if not _verbose:
-            options["runtime_env"] = {**(options["runtime_env"] or {}),
-                                      "worker_process_setup_hook": "pipeline.ray_runtime.quiet_worker"}
         # One node, this machine's: no node drain for Ray Train's preemption watcher to see.
         os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
-        # "local" explicitly: a bare ray.init() would join any cluster `ray start` left on this machine.
         # dashboard_port: without a dashboard Ray still names 127.0.0.1:8265 as this Ray's State
         # API; another Ray's dashboard there answers "no such actor" for our Ray Train controller,
         # and Ray Train's placement-group cleaner then takes it for dead and exits (a 7-line warning).
-        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
-                 dashboard_port=_unused_port(), **options)
+        dashboard_port = _unused_port()
+        with _environment({**env, **_local_worker_env(dashboard_port)}):
+            # "local" explicitly: a bare ray.init() would join any cluster `ray start` left here.
+            ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+                     dashboard_port=dashboard_port, **options)
+        global _started_here
+        _started_here = True
     _set_levels()  # importing ray.data re-applies its own logging configuration
     from .progress import mark
 
@@ -98,20 +102,59 @@ def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> None:
     ray.data.DataContext.get_current().enable_progress_bars = _verbose
 
 
+def exit_if_ray_started_here(code: int) -> None:
+    """End this process with `code` when it started its own local Ray; else return.
+
+    For a command that has finished (its output committed, its summary printed): Ray is shut
+    down as usual, but then the process ends without the interpreter's teardown, which took about
+    3 s on 2 cores after a classify (torch, Ray and Arrow freed module by module) for nothing a
+    user sees. Not without ray.shutdown: Ray's dashboard and runtime-env agents outlive a raylet
+    that dies with its driver."""
+    if not _started_here:
+        return
+    import ray
+
+    ray.shutdown()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):  # a reader that went away (`| head`) changes nothing
+            stream.flush()
+    os._exit(code)
+
+
 def _unused_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
 
 
-def quiet_worker() -> None:
-    """Worker setup hook of a quiet local Ray: Ray's own loggers at ERROR in every worker, and
-    Ray's State API pointed at this Ray (Ray Train's placement-group cleaner queries it; with
-    another Ray on the machine, a test's or a notebook's, it would fail with a traceback)."""
-    import ray
+def _local_worker_env(dashboard_port: int) -> dict[str, str]:
+    """What a local Ray's processes get besides this process's environment: the State API of this
+    Ray (Ray Train's placement-group cleaner queries it from a worker; the same URL Ray itself
+    records for `dashboard_port`) and, when quiet, Ray's own loggers at ERROR in every worker:
+    RAY_LOGGER_LEVEL is the default level of the Python processes Ray starts (workers, and its
+    agents, whose log files then hold errors only); ray.data and ray.train set theirs themselves."""
+    env = {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{dashboard_port}"}
+    if not _verbose:
+        env["RAY_LOGGER_LEVEL"] = "error"
+    return env
 
-    _set_levels()
-    os.environ.setdefault("RAY_ADDRESS", ray.get_runtime_context().gcs_address)
+
+@contextlib.contextmanager
+def _environment(variables: dict[str, str]):
+    """`variables` set in this process's environment for the block only: the processes started
+    in it (a local Ray's raylet, whose workers inherit its environment) keep them; this driver,
+    and whatever it starts later (a test's cluster, a subprocess), do not."""
+    before = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in before.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _submitted_job_env_vars() -> dict:
@@ -128,57 +171,3 @@ def cluster_has_gpus() -> bool:
     import ray
 
     return ray.cluster_resources().get("GPU", 0) > 0
-
-
-class NodeLog:
-    """Where a job's tasks and actors ran: each worker process reports its node once.
-
-    A diagnostic beside the data (job summaries list the nodes), never a column of it.
-    """
-
-    def __init__(self):
-        import ray
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-        # On the driver's node: losing a worker node must not lose the log.
-        here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
-        self.actor = ray.remote(_NodeSet).options(num_cpus=0, scheduling_strategy=here).remote()
-
-    def nodes(self) -> list[str]:
-        import ray
-
-        return ray.get(self.actor.nodes.remote())
-
-    def close(self) -> None:
-        import ray
-
-        ray.kill(self.actor)
-
-
-_reported: set[str] = set()
-
-
-def report_node(log: NodeLog | None) -> None:
-    """Tell `log` (if any) which node this worker process is on, once per process and log.
-
-    Waits for the log to have it: a call only sent could still be in flight when this node is
-    lost a moment later, and the job summary would then miss a node that had work."""
-    import ray
-
-    if log is None:
-        return
-    key = log.actor._actor_id.hex()
-    if key not in _reported:
-        ray.get(log.actor.add.remote(ray.get_runtime_context().get_node_id()))
-        _reported.add(key)
-
-
-class _NodeSet:
-    def __init__(self):
-        self._nodes: set[str] = set()
-
-    def add(self, node: str) -> None:
-        self._nodes.add(node)
-
-    def nodes(self) -> list[str]:
-        return sorted(self._nodes)

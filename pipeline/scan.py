@@ -34,6 +34,7 @@ listing sees.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import posixpath
 import resource
@@ -49,12 +50,9 @@ import pyarrow.compute as pc
 
 from . import commit, decoder_choice, faults, storage
 from .frames import DEFAULT_TIMEOUT_S
-from .inference import (check_error_share, decode_fallbacks, manifest_totals, predictions,
-                        stage_rows, staged_files)
 from .infrastructure import check_nodes
 from .listing import listing_dataset
-from .model_store import load_model
-from .progress import Progress
+from .progress import Progress, mark
 from .rows import first_rows, prediction_schema
 
 PREDICTIONS = "predictions"
@@ -313,13 +311,30 @@ def _cast_state(table: pa.Table) -> pa.Table:
                      for name in STATE_SCHEMA.names}).cast(STATE_SCHEMA)
 
 
-def count_changes(plan) -> dict[str, int]:
-    """{change: videos} of a plan dataset."""
+def count_changes(plan, write_to: str | None = None) -> dict[str, int]:
+    """{change: videos} of a plan dataset, summed from per-block counts (no shuffle). With
+    `write_to`, the same tasks write the plan's rows that name a video (not the tallies of the
+    unchanged) as Parquet files in that folder: one pass over the plan, not a write and then a
+    read to count it."""
     counts = dict.fromkeys(CHANGES, 0)
-    for change, sums in _sums_by(plan, "change", ["count"]).items():  # 6 keys at most
-        counts[change] = int(sums["count"])
+    counted = plan.map_batches(_counted_plan_block, batch_size=None, batch_format="pyarrow",
+                               fn_kwargs={"write_to": write_to})
+    for row in counted.take_all():  # 6 rows per block at most
+        counts[row["change"]] += int(row["count"])
     counts["listed"] = sum(counts[c] for c in ("new", "changed", "reprocess", "unchanged", "restored"))
     return counts
+
+
+def _counted_plan_block(plan: pa.Table, write_to: str | None) -> pa.Table:
+    """Ray Data step: a block of the plan -> (change, count) rows; writes its video rows into
+    `write_to` (if given) under a name that hashes their URIs, so a retried task rewrites the same
+    file, and blocks (disjoint sets of URIs after the diff's grouping) never share one."""
+    videos = plan.filter(pc.is_valid(plan["video_uri"]))
+    if write_to is not None and videos.num_rows:
+        digest = hashlib.sha256("\n".join(sorted(videos["video_uri"].to_pylist())).encode())
+        commit.write_parquet(videos, storage.join(write_to, f"part-{digest.hexdigest()[:20]}.parquet"))
+    sums = plan.group_by("change").aggregate([("count", "sum")])
+    return pa.table({"change": sums["change"], "count": sums["count_sum"]})
 
 
 def class_stats(data_files: list[str]) -> dict[str, dict]:
@@ -465,6 +480,10 @@ def run_scan(request: ScanRequest, say: Callable[[str], None]) -> dict:
     """One scan; returns its committed run record. Raises LeaseHeld when another run writes
     OUTPUT, TooManyErrors after committing when more than the threshold of the planned videos
     could not be read (undecodable, or storage failures left for the next scan)."""
+    # Here, not at the top: the plan's Ray Data steps are functions of this module, and the
+    # workers that run them would otherwise import torch (seconds per worker) for nothing.
+    from .inference import check_error_share
+    from .model_store import load_model
     from .ray_runtime import ensure_ray
 
     started = time.perf_counter()
@@ -501,6 +520,7 @@ def run_scan(request: ScanRequest, say: Callable[[str], None]) -> dict:
         _configure_ray_data()
         committed, tracking = _run(request, record, loaded, writer, say, started)
     _track(tracking, committed)
+    mark("tracked")
     check_error_share(committed["errors"] + committed["retry"], committed["planned"],
                       request.error_threshold, request.output)
     return committed
@@ -509,44 +529,36 @@ def run_scan(request: ScanRequest, say: Callable[[str], None]) -> dict:
 def _run(request: ScanRequest, record: ScanRecord, loaded, writer, say, started: float):
     """The scan under the lease: plan, process, stage, commit. Returns (committed record, its
     MLflow run)."""
-    from .ray_runtime import NodeLog
+    from .inference import (decode_fallbacks, manifest_totals, predictions, stage_rows,  # see run_scan
+                            staged_files)
 
     output, run_id, staging = request.output, record.run_id, writer.staging
     phase = time.perf_counter()
     records = commit.committed_records(output)
     plan_uri = storage.join(staging, "plan")
-    plan_path, plan_fs = storage.arrow_destination(plan_uri)
-    (plan_dataset(request.archive, _state_files(records), record.model_version,
-                  request.reprocess_on_model_change, _partitions(records),
-                  model_name=record.model_name)
-     .write_parquet(plan_path, filesystem=plan_fs))
-    planned = storage.list_names(plan_uri)
-    record.count_plan(count_changes(_read_parquet(plan_uri)) if planned else _no_changes())
+    plan = plan_dataset(request.archive, _state_files(records), record.model_version,
+                        request.reprocess_on_model_change, _partitions(records),
+                        model_name=record.model_name)
+    record.count_plan(count_changes(plan, write_to=plan_uri))
     say(_describe_plan(record))
+    mark("planned")
     record.plan_s, phase = round(time.perf_counter() - phase, 3), time.perf_counter()
     if record.listed == 0:
         raise FileNotFoundError(f"no videos found under {request.archive}; nothing committed")
 
     manifest = []
     if record.planned:
-        log = NodeLog()
-        try:
-            with Progress(say, total=record.planned) as progress:
-                work = _read_parquet(plan_uri).filter(
-                    expr=_column("change").is_in(list(WORK)))
-                rows = predictions(work, loaded, request.window_seconds, request.batch_size,
-                                   request.num_actors, log, progress.handle,
-                                   decoder=record.decoder,
-                                   decode_timeout_s=request.decode_timeout_s,
-                                   video_count=record.planned,
-                                   embeddings=request.embeddings)
-                manifest = stage_rows(rows, staging, keep_retry=False,
-                                      schema=prediction_schema(request.embeddings),
-                                      state_rows=partial(state_rows, run_id=run_id),
-                                      rows_per_file=request.rows_per_file)
-            record.nodes = log.nodes()
-        finally:
-            log.close()
+        with Progress(say, total=record.planned) as progress:
+            work = _read_parquet(plan_uri).filter(expr=_column("change").is_in(list(WORK)))
+            rows = predictions(work, loaded, request.window_seconds, request.batch_size,
+                               request.num_actors, progress.handle, decoder=record.decoder,
+                               decode_timeout_s=request.decode_timeout_s,
+                               video_count=record.planned, embeddings=request.embeddings)
+            manifest = stage_rows(rows, staging, keep_retry=False,
+                                  schema=prediction_schema(request.embeddings),
+                                  state_rows=partial(state_rows, run_id=run_id),
+                                  rows_per_file=request.rows_per_file)
+            record.nodes = progress.nodes()
     record.process_s, phase = round(time.perf_counter() - phase, 3), time.perf_counter()
     recorded = []
     if record.deleted or record.restored:
@@ -575,6 +587,7 @@ def _run(request: ScanRequest, record: ScanRecord, loaded, writer, say, started:
     record.mlflow_run_id = tracking.run_id
     try:
         committed = writer.commit(publish, record.as_dict())
+        mark("committed")
     except BaseException:
         tracking.end(ok=False)
         raise
@@ -585,10 +598,6 @@ def _run(request: ScanRequest, record: ScanRecord, loaded, writer, say, started:
         + (f"; decoded on NVDEC, {record.decode_fallbacks} videos fell back to the CPU"
            if record.decoder == "nvdec" else ""))
     return committed, tracking
-
-
-def _no_changes() -> dict[str, int]:
-    return {**dict.fromkeys(CHANGES, 0), "listed": 0}
 
 
 def _stage_recorded_state(plan_uri: str, staging: str, model_version: str, run_id: str
@@ -633,14 +642,24 @@ def _state_files(records: list[dict]) -> list[str]:
             for uri in record.get("state_files", [])]
 
 
+URIS_PER_PARTITION = 100_000  # the diff's shuffle partitions hold about this many URIs each
+MIN_URIS_PER_PARTITION = 10_000  # and no fewer, unless the archive has fewer in all
+
+
 def _partitions(records: list[dict]) -> int:
-    """Shuffle partitions for the diff: about 100,000 URIs each, at least two per CPU."""
+    """Shuffle partitions for the diff, from the last scan's listing size: about
+    URIS_PER_PARTITION URIs each; two per CPU where that keeps MIN_URIS_PER_PARTITION each (so a
+    small archive is one partition: each is an aggregator actor to start, about a second on 2
+    cores); two per CPU when no scan has listed the archive yet (its size is unknown)."""
     import ray
 
     cpus = int(ray.cluster_resources().get("CPU", 1))
     listed = max([record.get("listed", 0) for record in records if record.get("kind") == "scan"],
                  default=0)
-    return max(2 * cpus, min(1024, math.ceil(listed / 100_000)))
+    if not listed:
+        return 2 * cpus
+    spread = min(2 * cpus, math.ceil(listed / MIN_URIS_PER_PARTITION))
+    return max(spread, min(1024, math.ceil(listed / URIS_PER_PARTITION)))
 
 
 def _drift(classes: dict, records: list[dict]) -> tuple[float | None, str | None]:

@@ -223,16 +223,17 @@ def decode_batch(videos: pa.Table, frames: int, size: int, window_seconds: float
                                         for record in chunk])
 
 
-def decode_task(videos: pa.Table, frames: int, size: int, window_seconds: float | None, nodes,
-                decoder: str = DEFAULT_DECODER, timeout_s: float = DEFAULT_TIMEOUT_S
+def decode_task(videos: pa.Table, frames: int, size: int, window_seconds: float | None,
+                progress=None, decoder: str = DEFAULT_DECODER, timeout_s: float = DEFAULT_TIMEOUT_S
                 ) -> Iterable[pa.Table]:
     """The Ray Data decode step of classify and scan (inference.predictions): decode_batch, plus
-    telling `nodes` (a ray_runtime.NodeLog) where it ran, and the test hook before decoding. It
+    telling the job's log (`progress`: a progress.Progress handle) where it ran, and the test hook
+    before decoding. It
     lives here, not in inference.py, so decode workers never import torch."""
     from . import faults
-    from .ray_runtime import report_node
+    from .progress import report_node
 
-    report_node(nodes)
+    report_node(progress)
     faults.pause("decoding")
     yield from decode_batch(videos, frames, size, window_seconds, decoder, timeout_s)
 

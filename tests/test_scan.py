@@ -332,6 +332,16 @@ def test_listing_streams_disjoint_units_in_blocks(tmp_path):
     assert len(uris) == 253 and len(set(uris)) == 253
 
 
+def test_the_plan_steps_import_no_torch():
+    """The plan's Ray Data steps are functions of pipeline.scan, so every worker that runs one
+    imports that module: it must not pull in torch (seconds per worker process, issue 20)."""
+    done = subprocess.run([sys.executable, "-c", "import sys, pipeline.scan; "
+                           "print(sorted({'torch', 'mlflow'} & set(sys.modules)))"],
+                          capture_output=True, text=True, check=True, cwd=ROOT,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.stdout.strip() == "[]", done.stdout
+
+
 # --- scans with the session's Ray ---------------------------------------------------------------
 
 
