@@ -6,7 +6,7 @@ but hands frames to the GPU path's own conversion in NVDEC's output layout (NV12
 DLPack) and refuses what NVDEC's decoders refuse (streams that are not 4:2:0), so everything but
 the decoding engine runs as on a GPU: decode_nvdec's conversion, segments.FallbackWindows,
 inference.DecodingClassifierActor in a Ray actor pool, the counting. The real NVDEC runs the same
-checks in tests/gpu/test_nvdec.py (make test-gpu)."""
+checks in tests/gpu/test_nvdec_cuda.py (make test-gpu)."""
 
 from __future__ import annotations
 

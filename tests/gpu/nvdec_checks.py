@@ -1,4 +1,4 @@
-"""NVDEC checks shared by tests/gpu/test_nvdec.py (decode_nvdec.NvdecDecoder on CUDA) and
+"""NVDEC checks shared by tests/gpu/test_nvdec_cuda.py (decode_nvdec.NvdecDecoder on CUDA) and
 tests/test_nvdec.py (the same code on the CPU, with a software stand-in for NVDEC), so they are
 known to run before a GPU sees them. Imports torch, numpy, PyAV and the package's decoding modules
 only: they run on a stock PyTorch CUDA image plus the PyAV wheel (`make gpu-wheels`).
