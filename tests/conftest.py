@@ -49,3 +49,22 @@ def ray_local():
     ensure_ray(num_cpus=2)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def mlflow_uris_stay_in_their_module():
+    """`mlflow.set_tracking_uri` (which an in-process `vidpipe train --mlflow-uri` calls) also
+    sets MLFLOW_TRACKING_URI in os.environ, so that every later `vidpipe` subprocess of the
+    session would track into that module's store. Each module gets the URIs it started with."""
+    before = {name: os.environ.get(name) for name in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    yield
+    if "mlflow" in sys.modules:
+        import mlflow
+
+        mlflow.set_tracking_uri(before["MLFLOW_TRACKING_URI"])
+        mlflow.set_registry_uri(before["MLFLOW_REGISTRY_URI"])
+    for name, value in before.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
