@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from pipeline import devices
-from pipeline.models import for_inference, predict_probs
+from pipeline.models import for_inference, predict, predict_probs
 from pipeline.models.checkpoint import ModelConfig, checkpoint_bytes, load_checkpoint
 from pipeline.training import (TrainSettings, build_optimizer, restore_training_state,
                                train_step, training_state, validation_stats)
@@ -40,8 +40,15 @@ def inference_from_uint8(device: torch.device) -> None:
     # what classify runs (inference.Classifier): BatchNorm folded, on the same device
     served = predict_probs(for_inference(model, device), clips, batch_size=2)
     np.testing.assert_allclose(served, probs, atol=1e-4)
+    # the rows' embeddings (the state the head reads, L2-normalised), as classify computes them
+    embedded = predict(for_inference(model, device), clips, batch_size=2, embeddings=True)
+    np.testing.assert_allclose(embedded.probs, probs, atol=1e-4)
+    np.testing.assert_allclose(np.linalg.norm(embedded.embeddings, axis=1), 1.0, atol=1e-5)
     on_cpu = predict_probs(model.cpu(), clips, batch_size=2)
     np.testing.assert_allclose(probs, on_cpu, atol=1e-4)
+    cpu_embedded = predict(for_inference(model, torch.device("cpu")), clips, batch_size=2,
+                           embeddings=True)
+    np.testing.assert_allclose(embedded.embeddings, cpu_embedded.embeddings, atol=1e-4)
 
 
 def train_validate_checkpoint_resume(device: torch.device) -> None:
