@@ -13,6 +13,7 @@ import shutil
 import tempfile
 import time
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -93,19 +94,40 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 
 
+def connect_soon(uri: str, experiment: str) -> Future:
+    """An MlflowClient for `uri`, made in a thread that also looks `experiment` up (for a
+    TrackedRun's `client`): importing MLflow and opening its store took 1-2 s of a small scan,
+    which can pass while the driver waits on Ray. An error is raised by `result()`."""
+    def connect():
+        client = _client(uri)
+        client.get_experiment_by_name(experiment)  # opens the store (a database: its schema check)
+        return client
+
+    pool = ThreadPoolExecutor(1, thread_name_prefix="mlflow-connect")
+    try:
+        return pool.submit(connect)
+    finally:
+        pool.shutdown(wait=False)
+
+
+def _client(uri: str):
+    from mlflow import MlflowClient
+
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
 class TrackedRun:
     """One MLflow run per training (or scan). Every call is outage-tolerant: a failure is reported through
     `warn` once per call and the run carries on untracked, so MLflow never costs a trained model.
     """
 
     def __init__(self, uri: str, experiment: str, run_name: str, warn,
-                 resume_run_id: str | None = None):
+                 resume_run_id: str | None = None, client: Future | None = None):
+        """`client`: an MlflowClient for `uri` being made (`connect_soon`), else one is made."""
         self.uri, self.warn, self.run_id = uri, warn, None
         self.client = None
         try:
-            from mlflow import MlflowClient
-
-            self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+            self.client = client.result() if client is not None else _client(uri)
             if resume_run_id and self._run_exists(resume_run_id):
                 self.run_id = resume_run_id
                 self.client.update_run(resume_run_id, status="RUNNING")

@@ -210,7 +210,8 @@ def test_a_uri_split_across_blocks_is_diffed_as_one():
                                "gone": "", "gone-now": "deleted"}, split
 
 
-def test_the_plan_is_the_same_however_ray_splits_the_rows(ray_local):
+@pytest.mark.parametrize("partitions", [1, 2])  # one block, one task; the keyed aggregation
+def test_the_plan_is_the_same_however_ray_splits_the_rows(ray_local, partitions):
     """The Ray Data step of the diff on rows in one-row blocks, with a tiny target block size:
     no URI is both new and deleted, every count as in the pure diff."""
     from ray.data import DataContext
@@ -229,7 +230,7 @@ def test_the_plan_is_the_same_however_ray_splits_the_rows(ray_local):
     try:
         blocks = [table.slice(i, 1) for i in range(table.num_rows)]
         plan = scan.diff_dataset(ray_local.data.from_arrow(blocks), "m", "v1", reprocess=True,
-                                 partitions=2)
+                                 partitions=partitions)
         counts = scan.count_changes(plan)
         planned = {row["video_uri"]: row["change"] for row in plan.take_all() if row["video_uri"]}
     finally:
