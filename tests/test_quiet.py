@@ -223,3 +223,16 @@ def test_local_ray_names_a_state_api_of_its_own(ray_local, monkeypatch):
     monkeypatch.delenv("RAY_API_SERVER_ADDRESS", raising=False)
     address = get_address_for_submission_client(ray_local.get_runtime_context().gcs_address)
     assert address.startswith("http://127.0.0.1:") and not address.endswith(":8265"), address
+
+
+def test_ray_train_polls_its_workers_every_quarter_second_on_a_local_ray(ray_local):
+    """The workers of a local Ray (Ray Train's controller among them) get RAY_TRAIN_HEALTH_CHECK_
+    INTERVAL_S: the default 2 s made every `vidpipe train` wait about 6 s after its last epoch.
+    This driver's own environment stays as it was."""
+    from pipeline.ray_runtime import TRAIN_POLL_S, TRAIN_POLL_VARIABLE
+
+    if os.environ.get(TRAIN_POLL_VARIABLE):
+        pytest.skip(f"{TRAIN_POLL_VARIABLE} is set in this environment: a user's value stays")
+    read = ray_local.remote(lambda: os.environ.get(TRAIN_POLL_VARIABLE))
+    assert ray_local.get(read.remote()) == TRAIN_POLL_S
+    assert TRAIN_POLL_VARIABLE not in os.environ
