@@ -224,11 +224,18 @@ def plan_dataset(archive: str, state_files: list[str], model_version: str, repro
     video_uri by a keyed aggregation (`diff_dataset`). The model is (model_name, model_version);
     without a name, state rows match on the version alone (`same_model`)."""
     listing = listing_dataset(archive).map_batches(_listing_as_state, batch_format="pyarrow")
+    if not state_files:
+        # Nothing settled yet (a first scan): a URI's one row is its listing's (the listing's
+        # units are disjoint), so every block holds all of its URIs' rows and is diffed alone:
+        # no shuffle, whose aggregator actors took 3-5 s of a small first scan.
+        return listing.map_batches(_diff_block, batch_size=None, batch_format="pyarrow",
+                                   fn_kwargs={"model_name": model_name,
+                                              "model_version": model_version,
+                                              "reprocess": reprocess})
     # All columns, cast per block: state files written before model_name was recorded lack it,
     # and read_parquet(columns=...) over old and new files drops it or fails.
-    state = _read_parquet(state_files) if state_files else None
-    rows = listing.union(state.map_batches(_cast_state, batch_format="pyarrow")) if state else listing
-    return diff_dataset(rows, model_name, model_version, reprocess, partitions)
+    state = _read_parquet(state_files).map_batches(_cast_state, batch_format="pyarrow")
+    return diff_dataset(listing.union(state), model_name, model_version, reprocess, partitions)
 
 
 def diff_dataset(rows, model_name: str | None, model_version: str, reprocess: bool,
@@ -255,8 +262,8 @@ def diff_dataset(rows, model_name: str | None, model_version: str, reprocess: bo
 
 def _diff_block(rows: pa.Table, model_name: str | None, model_version: str,
                 reprocess: bool) -> pa.Table:
-    """Ray Data step: ALL the listing and state rows (one block) -> the plan (PLAN_SCHEMA), the
-    unchanged videos as one tally row."""
+    """Ray Data step: listing and state rows, ALL the rows of each URI among them -> the plan
+    (PLAN_SCHEMA), the unchanged videos as one tally row."""
     plan, unchanged = diff_uri_rows(rows.to_pylist(), model_version, reprocess, model_name)
     table = pa.Table.from_pylist(plan, schema=PLAN_SCHEMA)
     if not unchanged:

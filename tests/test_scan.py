@@ -267,6 +267,24 @@ def test_state_written_before_model_name_still_plans(ray_local, tmp_path):
     assert scan.count_changes(plan)["unchanged"] == 1  # old.mp4: done by version 3, name unknown
 
 
+def test_a_first_scan_plans_every_listed_video_as_new_in_any_blocks(ray_local, tmp_path,
+                                                                      monkeypatch):
+    """No state yet: the listing's blocks are diffed one by one (no shuffle), here blocks of 2
+    rows over two folders: each video planned once, as new."""
+    for folder in ("a", "b"):
+        (tmp_path / "archive" / folder).mkdir(parents=True)
+        for i in range(5):
+            (tmp_path / "archive" / folder / f"{i}.mp4").write_bytes(f"{folder}{i}".encode())
+    monkeypatch.setattr(storage, "LISTING_BLOCK_ROWS", 2)  # the listing's repartition, here
+    plan = scan.plan_dataset(str(tmp_path / "archive"), [], "1", False, partitions=4)
+    rows = [row for row in plan.take_all() if row["video_uri"]]
+    assert sorted(row["video_uri"].split("/archive/")[1] for row in rows) == \
+        [f"{folder}/{i}.mp4" for folder in "ab" for i in range(5)]
+    assert {row["change"] for row in rows} == {"new"}
+    counts = scan.count_changes(plan)
+    assert counts["new"] == counts["listed"] == 10 and counts["unchanged"] == 0
+
+
 def test_a_storage_failure_is_tried_again_next_night_not_recorded(tmp_path, monkeypatch):
     def unreachable(uri):
         raise ConnectionError("endpoint unreachable")
