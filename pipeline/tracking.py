@@ -8,6 +8,7 @@ and never unpickle the pyfunc wrapper.
 
 from __future__ import annotations
 
+import importlib
 import os
 import shutil
 import tempfile
@@ -94,18 +95,14 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 
 
-def connect_soon(uri: str, experiment: str) -> Future:
-    """An MlflowClient for `uri`, made in a thread that also looks `experiment` up (for a
-    TrackedRun's `client`): importing MLflow and opening its store took 1-2 s of a small scan,
-    which can pass while the driver waits on Ray. An error is raised by `result()`."""
-    def connect():
-        client = _client(uri)
-        client.get_experiment_by_name(experiment)  # opens the store (a database: its schema check)
-        return client
-
-    pool = ThreadPoolExecutor(1, thread_name_prefix="mlflow-connect")
+def import_soon() -> Future:
+    """Import MLflow in a thread: 1.2 s of a small scan, which can pass while the driver waits on
+    Ray. Only the import: a client would already create its store (a new sqlite file), which a
+    scan refused for another run's lease must not do. `result()` waits for it (an ImportError
+    is raised there)."""
+    pool = ThreadPoolExecutor(1, thread_name_prefix="mlflow-import")
     try:
-        return pool.submit(connect)
+        return pool.submit(importlib.import_module, "mlflow")
     finally:
         pool.shutdown(wait=False)
 
@@ -122,12 +119,14 @@ class TrackedRun:
     """
 
     def __init__(self, uri: str, experiment: str, run_name: str, warn,
-                 resume_run_id: str | None = None, client: Future | None = None):
-        """`client`: an MlflowClient for `uri` being made (`connect_soon`), else one is made."""
+                 resume_run_id: str | None = None, imported: Future | None = None):
+        """`imported`: MLflow being imported (`import_soon`), waited for here."""
         self.uri, self.warn, self.run_id = uri, warn, None
         self.client = None
         try:
-            self.client = client.result() if client is not None else _client(uri)
+            if imported is not None:
+                imported.result()
+            self.client = _client(uri)
             if resume_run_id and self._run_exists(resume_run_id):
                 self.run_id = resume_run_id
                 self.client.update_run(resume_run_id, status="RUNNING")

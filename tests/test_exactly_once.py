@@ -19,8 +19,9 @@ from pathlib import Path
 import duckdb
 import pytest
 import torch
-from test_scan import (_run, assert_complete, assert_exactly_once, kill_all, listed, mirror,
+from test_scan import (assert_complete, assert_exactly_once, kill_all, listed, mirror,
                        reader_rows, start_vidpipe, wait_for_line)
+from vidpipe_calls import run_vidpipe
 
 from pipeline import commit, lease, storage
 from pipeline.models.checkpoint import ModelConfig, save_checkpoint
@@ -158,7 +159,7 @@ def test_a_store_that_ignores_conditional_writes_is_refused(s3_proxy, s3fs_clien
             lease.Lease(output, "run-1").acquire()
     finally:
         storage.configure(endpoint_url=None)
-    code, _, err = _run(["scan", str(archive), output, "--model", str(checkpoint),
+    code, _, err = run_vidpipe(["scan", str(archive), output, "--model", str(checkpoint),
                          "--s3-endpoint-url", s3_proxy.url])
     storage.configure(endpoint_url=None)
     assert code == 1 and len(error_lines(err)) == 1 and "Traceback" not in err, err[-2000:]
@@ -206,7 +207,7 @@ def test_a_writer_stalled_past_its_lease_commits_nothing_and_wedges_nothing(
     os.kill(stalled.pid, signal.SIGSTOP)
     try:
         time.sleep(5)  # past A's lease, by the store's clock
-        code, taken_over, err = _run(args)
+        code, taken_over, err = run_vidpipe(args)
         assert code == 0, err[-3000:]
         assert taken_over["processed"] == taken_over["listed"] == 8
     finally:
@@ -220,7 +221,7 @@ def test_a_writer_stalled_past_its_lease_commits_nothing_and_wedges_nothing(
     assert {(r["video_uri"], r["video_etag"]) for r in rows} == listed(archive)
     assert not list((output / "_runs").glob("*.intent.json"))
 
-    code, after, err = _run(args)  # not wedged
+    code, after, err = run_vidpipe(args)  # not wedged
     assert code == 0 and after["unchanged"] == 8 and after["processed"] == 0, err[-3000:]
 
 
@@ -245,7 +246,7 @@ def test_a_scan_whose_every_read_is_refused_exits_1_and_the_next_one_reads_them(
     assert (record["planned"], record["processed"], record["retry"]) == (8, 0, 8)
     assert not reader_rows(mirror(s3fs_client, f"{bucket}/out", tmp_path / "denied"))
 
-    code, second, err = _run([*args, "--s3-endpoint-url", s3_endpoint, "--json"])
+    code, second, err = run_vidpipe([*args, "--s3-endpoint-url", s3_endpoint, "--json"])
     assert code == 0, err[-3000:]
     assert (second["new"], second["processed"], second["retry"]) == (8, 8, 0)
     rows = reader_rows(mirror(s3fs_client, f"{bucket}/out", tmp_path / "after"))
@@ -262,7 +263,7 @@ def test_an_intent_whose_staging_was_deleted_rolls_back_and_restores_what_it_rep
     output = tmp_path / "out"
     args = ["classify", str(archive), str(output), "--model", str(checkpoint), "--overwrite",
             "--rows-per-file", "4"]  # several files, so that a run can be caught halfway
-    code, _, err = _run(args)
+    code, _, err = run_vidpipe(args)
     assert code == 0, err[-3000:]
     before = sorted((r["video_uri"], r["segment"], r["processed_at"]) for r in classify_rows(output))
 
@@ -279,7 +280,7 @@ def test_an_intent_whose_staging_was_deleted_rolls_back_and_restores_what_it_rep
     assert not list((output / "_runs").glob("*.intent.json"))
     assert not (output / "_replaced").exists() or not any((output / "_replaced").iterdir())
 
-    code, _, err = _run(args)
+    code, _, err = run_vidpipe(args)
     assert code == 0, err[-3000:]
     rows = classify_rows(output)
     assert len(rows) == len(before) and len({r["video_uri"] for r in rows}) == 8
@@ -292,7 +293,7 @@ def test_two_classify_overwrite_runs_at_once_leave_each_video_once(ray_address, 
     args = ["classify", str(archive), str(output), "--model", str(checkpoint), "--overwrite"]
     first = start_vidpipe(args, ray_address, pause_at="after_intent", pause_s=8)
     wait_for_line(first, "paused at after_intent")
-    code, _, err = _run(args)  # the second run, while the first is committing
+    code, _, err = run_vidpipe(args)  # the second run, while the first is committing
     assert code == 1 and len(error_lines(err)) == 1, err[-3000:]
     assert "is being written by run" in err
     code, err = finished(first)

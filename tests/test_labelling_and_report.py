@@ -10,9 +10,7 @@ fixtures/browser.py where missing); its screenshot goes to /tmp/report-screensho
 
 from __future__ import annotations
 
-import contextlib
 import csv
-import io
 import json
 import re
 import shutil
@@ -25,8 +23,8 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from fixtures.browser import find_chromium, loaded_dom, screenshot
+from vidpipe_calls import run_vidpipe
 
-from pipeline.cli import main as vidpipe
 from pipeline.models.checkpoint import ModelConfig, load_checkpoint, save_checkpoint
 from pipeline.synthetic import make_corpus
 
@@ -34,15 +32,6 @@ CLASSES = ("MoveDown", "MoveLeft", "MoveRight", "MoveUp")
 WINDOW = 0.75  # synthetic videos last 1.5-3 s: two to four segments each
 DATES = ("2026-03-01", "2026-03-02")
 SCREENSHOT = Path("/tmp/report-screenshot.png")
-
-
-def _run(args: list[str]) -> tuple[int, dict | None, str]:
-    """An in-process `vidpipe` call: (exit code, its --json record, its stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = vidpipe(args)
-    lines = [line for line in out.getvalue().splitlines() if line.startswith("{")]
-    return code, (json.loads(lines[-1]) if lines else None), err.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +56,7 @@ def scanned(ray_local, checkpoint, bad_videos, tmp_path_factory) -> Path:
             target = archive / video.parent.name / video.name
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(video, target)
-        code, record, err = _run(["scan", str(archive), str(output), "--model", str(checkpoint),
+        code, record, err = run_vidpipe(["scan", str(archive), str(output), "--model", str(checkpoint),
                                   "--date", day, "--window-seconds", str(WINDOW), "--json"])
         assert code == 0 and record["processed"] == len(batch), err
     return output
@@ -102,7 +91,7 @@ def test_export_uncertain_writes_the_least_certain_segments_one_per_video_first(
     videos = {row["video_uri"] for row in rows if row["status"] == "ok"}
     assert len(videos) == 8 and len(expected) > len(videos)  # several segments per video
 
-    code, summary, err = _run(["export-uncertain", str(scanned), "--out", str(tmp_path / "m.csv"),
+    code, summary, err = run_vidpipe(["export-uncertain", str(scanned), "--out", str(tmp_path / "m.csv"),
                                "--format", "manifest", "--limit", "5", "--json"])
     assert code == 0, err
     manifest = list(csv.DictReader((tmp_path / "m.csv").open()))
@@ -118,7 +107,7 @@ def test_export_uncertain_writes_the_least_certain_segments_one_per_video_first(
         assert float(line["score"]) == pytest.approx(row["score"], abs=1e-6)
 
     # Label Studio: every ok segment (more than asked for: all), one per video first.
-    code, summary, err = _run(["export-uncertain", str(scanned), "--out",
+    code, summary, err = run_vidpipe(["export-uncertain", str(scanned), "--out",
                                str(tmp_path / "tasks.json"), "--limit", "1000", "--json"])
     assert code == 0 and summary["segments"] == len(expected), err
     tasks = json.loads((tmp_path / "tasks.json").read_text())
@@ -134,11 +123,11 @@ def test_export_uncertain_writes_the_least_certain_segments_one_per_video_first(
         assert task["data"]["margin"] == pytest.approx(margin, abs=1e-6)
         assert (task["data"]["start_s"], task["data"]["end_s"]) == (row["start_s"], row["end_s"])
 
-    code, summary, err = _run(["export-uncertain", str(scanned), "--out", str(tmp_path / "s.json"),
+    code, summary, err = run_vidpipe(["export-uncertain", str(scanned), "--out", str(tmp_path / "s.json"),
                                "--since", DATES[1], "--limit", "1000", "--json"])
     assert code == 0 and summary["segments"] == len(least_certain(rows, DATES[1])) < len(expected)
 
-    code, _, err = _run(["export-uncertain", str(scanned), "--out", str(tmp_path / "none.json"),
+    code, _, err = run_vidpipe(["export-uncertain", str(scanned), "--out", str(tmp_path / "none.json"),
                          "--since", "2027-01-01"])
     assert code == 1 and not (tmp_path / "none.json").exists()
     assert err.strip() == (f"vidpipe: error: nothing to export: no ok segments in {scanned} "
@@ -148,7 +137,7 @@ def test_export_uncertain_writes_the_least_certain_segments_one_per_video_first(
 def test_report_numbers_are_duckdbs_and_the_page_renders_in_chromium(scanned: Path,
                                                                        tmp_path: Path):
     page = tmp_path / "report.html"
-    code, summary, err = _run(["report", str(scanned), "--out", str(page), "--segments", "4",
+    code, summary, err = run_vidpipe(["report", str(scanned), "--out", str(page), "--segments", "4",
                                "--json"])
     assert code == 0, err
     text = page.read_text()
@@ -209,18 +198,18 @@ def test_both_commands_read_and_write_s3_and_a_classify_output(ray_local, checkp
     for video in sorted((tmp_path / "made").glob("*/*.mp4")):
         s3fs_client.pipe(f"{bucket}/archive/{video.name}", video.read_bytes())
     output = f"s3://{bucket}/scans"
-    code, _, err = _run(["classify", f"s3://{bucket}/archive", output, "--model",
+    code, _, err = run_vidpipe(["classify", f"s3://{bucket}/archive", output, "--model",
                          str(checkpoint), "--window-seconds", str(WINDOW), "--json"])
     assert code == 0, err
 
-    code, summary, err = _run(["export-uncertain", output, "--out", f"{output}/tasks.json",
+    code, summary, err = run_vidpipe(["export-uncertain", output, "--out", f"{output}/tasks.json",
                                "--limit", "10", "--json"])
     assert code == 0 and summary["videos"] == 2, err
     tasks = json.loads(s3fs_client.cat_file(f"{bucket}/scans/tasks.json"))
     assert {t["data"]["video"] for t in tasks[:2]} == {
         f"s3://{bucket}/archive/{p.name}" for p in (tmp_path / "made").glob("*/*.mp4")}
 
-    code, summary, err = _run(["report", output, "--out", f"{output}/report.html", "--json"])
+    code, summary, err = run_vidpipe(["report", output, "--out", f"{output}/report.html", "--json"])
     assert code == 0 and summary["runs"] == 1 and summary["frames"] == summary["uncertain"] > 0, err
     text = s3fs_client.cat_file(f"{bucket}/scans/report.html").decode()
     data = json.loads(re.search(r"id='report-data'>(.*?)</script>", text, re.S)[1])
@@ -246,7 +235,7 @@ def test_bad_input_is_one_line(scanned: Path, tmp_path: Path):
                            (tmp_path / "missing", f"no scan output at {tmp_path / 'missing'}")):
         for command in (["report", str(output), "--out", str(tmp_path / "r.html")],
                         ["export-uncertain", str(output), "--out", str(tmp_path / "u.json")]):
-            code, _, err = _run(command)
+            code, _, err = run_vidpipe(command)
             assert code == 1 and len(err.strip().splitlines()) == 1, err
             assert err.startswith(f"vidpipe: error: {reason}"), err
     assert not (tmp_path / "r.html").exists() and not (tmp_path / "u.json").exists()
@@ -269,7 +258,7 @@ def test_labelled_segments_go_back_into_training(ray_local, scanned: Path, tmp_p
     from pipeline.train_job import add_labels, split_data
 
     manifest = tmp_path / "label-me.csv"
-    code, _, err = _run(["export-uncertain", str(scanned), "--out", str(manifest),
+    code, _, err = run_vidpipe(["export-uncertain", str(scanned), "--out", str(manifest),
                          "--format", "manifest", "--limit", "3"])
     assert code == 0, err
     lines = list(csv.DictReader(manifest.open()))
@@ -296,7 +285,7 @@ def test_labelled_segments_go_back_into_training(ray_local, scanned: Path, tmp_p
 
     corpus = tmp_path / "corpus"
     make_corpus(str(corpus), classes=CLASSES, per_class=2, groups=2, seed=32)
-    code, summary, err = _run(["train", str(corpus), "--labels", str(manifest), "--out",
+    code, summary, err = run_vidpipe(["train", str(corpus), "--labels", str(manifest), "--out",
                                str(tmp_path / "model.pt"), "--epochs", "1", "--frames", "8",
                                "--size", "32", "--batch-size", "4",
                                "--mlflow-uri", f"sqlite:///{tmp_path / 'mlflow.db'}", "--json"])

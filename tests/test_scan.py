@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import json
 import os
 import queue
@@ -28,9 +27,9 @@ import pyarrow as pa
 import pytest
 import torch
 from fixtures.ray_cluster import JOB_EXCLUDES, last_json
+from vidpipe_calls import run_vidpipe
 
 from pipeline import commit, lease, segments, storage
-from pipeline.cli import main as vidpipe
 from pipeline.models.checkpoint import ModelConfig, save_checkpoint
 from pipeline.rows import PREDICTION_SCHEMA, Lineage, error_row, rows_to_table
 from pipeline import scan
@@ -57,15 +56,6 @@ def videos(tmp_path_factory, bad_videos) -> list[Path]:
     root = tmp_path_factory.mktemp("scan-videos")
     make_corpus(str(root), per_class=3, groups=1, seed=21)
     return sorted(root.glob("*/*.mp4")) + [bad_videos["text"]]
-
-
-def _run(args: list[str]) -> tuple[int, dict | None, str]:
-    """An in-process `vidpipe` call: (exit code, its --json record, its stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = vidpipe(args)
-    lines = [line for line in out.getvalue().splitlines() if line.startswith("{")]
-    return code, (json.loads(lines[-1]) if lines else None), err.getvalue()
 
 
 def reader_rows(output: Path) -> list[dict]:
@@ -384,7 +374,7 @@ def test_incremental_scans_process_each_version_once(ray_local, videos, checkpoi
 
     # The first scan without embeddings, as an output from before they existed; the third adds
     # files with them. Neither changes what the state settles.
-    code, first, err = _run(base + ["--date", "2026-11-30", "--no-embeddings"])
+    code, first, err = run_vidpipe(base + ["--date", "2026-11-30", "--no-embeddings"])
     assert code == 0, err[-3000:]
     assert (first["listed"], first["new"], first["processed"], first["errors"]) == (7, 7, 7, 1)
     assert (first["decoder"], first["decode_fallbacks"]) == ("pyav", 0)  # auto on CPUs: PyAV
@@ -397,7 +387,7 @@ def test_incremental_scans_process_each_version_once(ray_local, videos, checkpoi
     assert {str(r["scan_date"]) for r in rows} == {"2026-11-30"}
     assert sum(c["segments"] for c in first["classes"].values()) == first["segments"]
 
-    code, second, err = _run(base + ["--date", "2026-12-01"])
+    code, second, err = run_vidpipe(base + ["--date", "2026-12-01"])
     assert code == 0, err[-3000:]
     assert (second["processed"], second["unchanged"], second["errors"]) == (0, 7, 0)
     assert second["files"] == [] and len(reader_rows(output)) == len(rows)  # no rows, no retry
@@ -407,7 +397,7 @@ def test_incremental_scans_process_each_version_once(ray_local, videos, checkpoi
     _place(archive, "a/new1.mp4", videos[7])
     _place(archive, "c/new2.mp4", videos[8])
     (archive / "b/v1.mp4").unlink()
-    code, third, err = _run(base + ["--date", "2026-12-02"])
+    code, third, err = run_vidpipe(base + ["--date", "2026-12-02"])
     assert code == 0, err[-3000:]
     assert {k: third[k] for k in ("new", "changed", "deleted", "processed", "unchanged")} == \
         {"new": 2, "changed": 1, "deleted": 1, "processed": 3, "unchanged": 5}
@@ -425,7 +415,7 @@ def test_incremental_scans_process_each_version_once(ray_local, videos, checkpoi
     assert third["drift_tvd"] is not None and third["drift_against"] == first["run_id"]
 
     runs = sorted(p.name for p in (output / "_runs").iterdir())
-    code, dry, err = _run(base + ["--dry-run"])
+    code, dry, err = run_vidpipe(base + ["--dry-run"])
     assert code == 0, err[-3000:]
     assert (dry["dry_run"], dry["unchanged"], dry["new"], dry["processed"]) == (True, 8, 0, 0)
     assert sorted(p.name for p in (output / "_runs").iterdir()) == runs  # a dry run writes nothing
@@ -456,7 +446,7 @@ def test_an_unreachable_mlflow_costs_no_scan_and_rows_name_the_checkpoint_hash(
     for i, video in enumerate(videos[:3]):
         _place(archive, f"v{i}.mp4", video)
     digest = "sha256:" + hashlib.sha256(checkpoint.read_bytes()).hexdigest()[:16]
-    code, record, err = _run(["scan", str(archive), str(output), "--model", str(checkpoint),
+    code, record, err = run_vidpipe(["scan", str(archive), str(output), "--model", str(checkpoint),
                               "--mlflow-uri", f"http://scanuser:s3cr3t-pw@127.0.0.1:{port}",
                               "--json"])
     assert code == 0, err[-3000:]
@@ -576,7 +566,7 @@ def test_killed_scans_then_a_rerun_leave_every_row_exactly_once_on_s3_one_scan_a
         scan = start_scan(args, ray_address, pause_at=moment)
         wait_for_line(scan, f"paused at {moment}")
         if moment == "decoding":  # meanwhile, a second scan of the same OUTPUT is refused
-            code, _, err = _run(["scan", *args])
+            code, _, err = run_vidpipe(["scan", *args])
             assert code == 1 and err.count("\n") == 1 and "Traceback" not in err
             assert err.startswith("vidpipe: error: ") and "is being written by run" in err
         kill_all(scan)
@@ -598,7 +588,7 @@ def test_killed_scans_then_a_rerun_leave_every_row_exactly_once_on_s3_one_scan_a
 
     # The next night: one more video; the run finishes the crashed one and processes only the new.
     s3fs_client.pipe(f"{bucket}/archive/y/late.mp4", videos[7].read_bytes())
-    code, record, err = _run(["scan", *args, "--json"])
+    code, record, err = run_vidpipe(["scan", *args, "--json"])
     assert code == 0, err[-3000:]
     assert len(record["recovered"]) == 1 and record["new"] == 1 and record["processed"] == 1
     rows = reader_rows(mirror(s3fs_client, f"{bucket}/out", tmp_path / "after"))
@@ -637,7 +627,7 @@ def test_a_video_overwritten_while_a_scan_runs_is_classified_once_as_its_new_ver
     rows = reader_rows(mirror(s3fs_client, f"{bucket}/out", tmp_path / "first"))
     assert {r["video_uri"] for r in rows} == {f"{archive}/keep.mp4"}  # nothing under old_etag
 
-    code, second, err = _run(["scan", *args, "--json"])
+    code, second, err = run_vidpipe(["scan", *args, "--json"])
     assert code == 0, err[-3000:]
     assert (second["new"], second["processed"], second["unchanged"]) == (1, 1, 1)
     rows = reader_rows(mirror(s3fs_client, f"{bucket}/out", tmp_path / "second"))
@@ -717,10 +707,10 @@ def wait_for_nodes(env: dict, gcs: str, count: int, timeout: float = 300) -> Non
 
 
 def test_scan_usage_errors_are_one_line(ray_local, checkpoint, tmp_path):
-    code, _, err = _run(["scan", str(tmp_path), str(tmp_path / "out"), "--model", str(checkpoint),
+    code, _, err = run_vidpipe(["scan", str(tmp_path), str(tmp_path / "out"), "--model", str(checkpoint),
                          "--date", "2026-13-01"])
     assert code == 2 and "not a date" in err and err.count("\n") == 1
-    code, _, err = _run(["scan", str(tmp_path / "missing"), str(tmp_path / "out"), "--model",
+    code, _, err = run_vidpipe(["scan", str(tmp_path / "missing"), str(tmp_path / "out"), "--model",
                          str(checkpoint), "--dry-run"])
     assert code == 1 and "Traceback" not in err and err.count("\n") == 1
     assert err.startswith("vidpipe: error: ARCHIVE ") and "does not exist" in err

@@ -7,16 +7,14 @@ own motion class. Chance is 11 of the 47 other videos (0.23) per neighbour.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from vidpipe_calls import call_vidpipe
 
-from pipeline.cli import main as vidpipe
 from pipeline.frames import sample_clip
 from pipeline.inference import classify_sequential
 from pipeline.models.checkpoint import ModelConfig, save_checkpoint
@@ -42,13 +40,6 @@ def trained(motion_corpus, tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("similar-model") / "model.pt"
     save_checkpoint(model, config, path)
     return path
-
-
-def _cli(args: list[str]) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = vidpipe(args)
-    return code, out.getvalue(), err.getvalue()
 
 
 def test_nearest_segments_are_of_the_same_motion_locally_and_on_s3(
@@ -80,7 +71,7 @@ def test_nearest_segments_are_of_the_same_motion_locally_and_on_s3(
     classify_sequential(str(motion_corpus / "MoveUp"), str(tmp_path / "old.parquet"),
                         str(trained), embeddings=False)
     s3fs_client.put(str(tmp_path / "old.parquet"), f"{prefix}/scan_date=2026-12-01/part-0.parquet")
-    code, out, err = _cli(["similar", "s3://similar/out", query, "--k", str(K), "--json",
+    code, out, err = call_vidpipe(["similar", "s3://similar/out", query, "--k", str(K), "--json",
                            "--s3-endpoint-url", s3_endpoint])
     assert code == 0, err
     on_s3 = json.loads(out.strip().splitlines()[-1])
@@ -88,7 +79,7 @@ def test_nearest_segments_are_of_the_same_motion_locally_and_on_s3(
     assert "testing-secret" not in out + err
 
     # The text form: one line per neighbour, most similar first.
-    code, out, _ = _cli(["similar", str(local), str(motion_corpus / Path(query).parent.name
+    code, out, _ = call_vidpipe(["similar", str(local), str(motion_corpus / Path(query).parent.name
                                                     / Path(query).name), "--k", "3"])
     assert code == 0 and len(out.strip().splitlines()) == 1 + 3
 
@@ -103,7 +94,7 @@ def test_nearest_segments_are_of_the_same_motion_locally_and_on_s3(
         ("similar", str(tmp_path / "plain"), query): "have no embeddings",
     }
     for args, message in cases.items():
-        code, _, err = _cli(list(args))
+        code, _, err = call_vidpipe(list(args))
         assert code == 1 and err.count("\n") == 1 and message in err, err
 
 

@@ -8,8 +8,6 @@ only temporal modelling can do.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import os
 import signal
@@ -22,6 +20,7 @@ import numpy as np
 import pytest
 from fixtures.ray_cluster import last_json
 from mlflow import MlflowClient
+from vidpipe_calls import run_vidpipe
 
 from pipeline.cli import main as vidpipe
 from pipeline.evaluation import Evaluation
@@ -35,15 +34,6 @@ ROOT = Path(__file__).resolve().parents[1]
 TEMPORAL_THRESHOLD = 0.75
 EPOCHS = TrainSettings().epochs  # given as --epochs to the champion and the order-blind baseline
 REGISTERED = "vidpipe-test"
-
-
-def _run(args: list[str]) -> tuple[int, dict | None, str]:
-    """An in-process `vidpipe` call: (exit code, its --json summary, its stderr)."""
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = vidpipe(args)
-    lines = [line for line in out.getvalue().splitlines() if line.startswith("{")]
-    return code, (json.loads(lines[-1]) if lines else None), err.getvalue()
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +54,7 @@ def champion_run(ray_local, training_corpus, mlflow_server, tmp_path_factory) ->
     (134 s of training on 2 cores, 2 minutes of the suite). What the test checks is decided in the
     first epochs; the min_steps rule is test_recipe's (Schedule), and `make demo` runs it."""
     out = tmp_path_factory.mktemp("champion") / "model.pt"
-    code, summary, err = _run(
+    code, summary, err = run_vidpipe(
         ["train", str(training_corpus), "--out", str(out), "--epochs", str(EPOCHS),
          "--workers", "2", "--register", REGISTERED, "--mlflow-uri", mlflow_server, "--json"])
     assert code == 0, err[-3000:]
@@ -134,7 +124,7 @@ def test_two_workers_learn_motion_with_the_defaults_and_everything_is_tracked(ch
 @pytest.mark.slow
 def test_order_blind_baseline_stays_near_chance_and_does_not_take_the_champion(
         champion_run, training_corpus, mlflow_server, tmp_path):
-    code, summary, err = _run(
+    code, summary, err = run_vidpipe(
         ["train", str(training_corpus), "--out", str(tmp_path / "baseline.pt"), "--arch",
          "cnn2d_none", "--epochs", str(EPOCHS), "--workers", "2", "--register", REGISTERED,
          "--mlflow-uri", mlflow_server, "--json"])
@@ -178,12 +168,12 @@ def _opposite_directions(evaluation: Evaluation) -> tuple[int, int]:
 def test_evaluate_a_registered_model_by_alias(champion_run, training_corpus, mlflow_server,
                                               tmp_path):
     """`vidpipe evaluate` on models:/NAME@champion scores exactly as the checkpoint file does."""
-    code, by_alias, err = _run(["evaluate", str(training_corpus), "--model",
+    code, by_alias, err = run_vidpipe(["evaluate", str(training_corpus), "--model",
                                 f"models:/{REGISTERED}@champion", "--mlflow-uri", mlflow_server,
                                 "--window-seconds", "1", "--out", str(tmp_path / "eval"),
                                 "--json"])
     assert code == 0, err[-2000:]
-    code, by_file, _ = _run(["evaluate", str(training_corpus), "--model",
+    code, by_file, _ = run_vidpipe(["evaluate", str(training_corpus), "--model",
                              champion_run["checkpoint"], "--window-seconds", "1", "--json"])
     assert code == 0
     assert by_alias["model_version"] == "1"
@@ -194,7 +184,7 @@ def test_evaluate_a_registered_model_by_alias(champion_run, training_corpus, mlf
     assert by_alias["videos"] == 96 and by_alias["clips"] > 96
     # By default the window is the training clips' median span (~2.3 s here), and no video
     # reaches 1.5 windows: each is one clip, its remainder joined to its window.
-    code, by_default, _ = _run(["evaluate", str(training_corpus), "--model",
+    code, by_default, _ = run_vidpipe(["evaluate", str(training_corpus), "--model",
                                 champion_run["checkpoint"], "--json"])
     assert code == 0 and by_default["videos"] == by_default["clips"] == 96
     assert sum(map(sum, by_alias["confusion"])) == by_alias["clips"]
@@ -231,7 +221,7 @@ def test_killed_training_resumes_from_its_last_checkpoint(motion_corpus, tmp_pat
         first.wait()
     first_run_id = json.loads((run_dir / RUN_MARKER).read_text())["mlflow_run_id"]
 
-    code, summary, err = _run(command)
+    code, summary, err = run_vidpipe(command)
     assert code == 0, err[-3000:]
     resumed = summary["resumed_from_epoch"]
     assert 1 <= resumed < epochs  # the last checkpoint Ray Train had committed: epoch 1 or later
@@ -252,12 +242,12 @@ def test_mlflow_outage_keeps_the_checkpoint(motion_corpus, tmp_path, ray_local, 
     args = ["train", str(motion_corpus), "--out", str(out), "--arch", "cnn2d_gru32",
             "--frames", "8", "--size", "32", "--epochs", "1", "--mlflow-uri", down]
     # Registering is the point of such a run: with MLflow down it stops before training (preflight).
-    code, _, err = _run(args + ["--register", "x"])
+    code, _, err = run_vidpipe(args + ["--register", "x"])
     assert code == 1 and not out.exists()
     last = err.strip().splitlines()[-1]
     assert last.startswith("vidpipe: error: MLflow at http://127.0.0.1:") and "unreachable" in last
     # Without --register the model is trained and kept, untracked, saying so.
-    code, _, err = _run(args)
+    code, _, err = run_vidpipe(args)
     assert code == 0, err[-2000:]
     assert "training without tracking" in err
     assert "s3cret" not in err  # credentials in the tracking URI never reach the logs
