@@ -15,7 +15,7 @@ One run, through commit.OutputWriter as classify's: take the lease -> finish wha
 left (commit.recover) -> plan: the listing (listing.listing_dataset) and the committed state,
 diffed per video_uri by a Ray Data keyed aggregation (`diff_dataset`: a summary of each block's
 rows of a URI, merged, then decided, so the plan does not depend on how Ray splits rows into
-blocks; a small archive's rows in one block, diffed by one task) into new / changed /
+blocks; no shuffle for a first scan's blocks, or a small archive's one block) into new / changed /
 reprocess / unchanged / deleted / restored, written to staging -> count the plan (Ray
 aggregation) -> predictions for the new, changed and reprocessed videos (inference.predictions),
 staged with one state row per video -> per-class counts and mean score (Ray aggregation) -> run
