@@ -517,6 +517,7 @@ def run_scan(request: ScanRequest, say: Callable[[str], None]) -> dict:
     from .inference import check_error_share
     from .model_store import load_model
     from .ray_runtime import ensure_ray
+    from .tracking import import_soon
 
     started = time.perf_counter()
     started_at = datetime.now(timezone.utc)
@@ -541,7 +542,7 @@ def run_scan(request: ScanRequest, say: Callable[[str], None]) -> dict:
         record.finish(started)
         return record.as_dict()
     ensure_ray(request.ray_address)
-    mlflow_imported = _import_tracking()  # meanwhile, in a thread
+    import_soon()  # MLflow, meanwhile, in a thread
     # Before OUTPUT is touched: a decoder that cannot run here is a usage error, nothing written.
     record.decoder = decoder_choice.choose(request.decoder, say)
     with commit.OutputWriter(request.output, record.run_id, request.lease_seconds) as writer:
@@ -551,8 +552,7 @@ def run_scan(request: ScanRequest, say: Callable[[str], None]) -> dict:
         # A node that cannot decode fails now (NVDEC's fallback is PyAV).
         check_nodes(request.archive, "pyav" if record.decoder == "nvdec" else record.decoder)
         _configure_ray_data()
-        committed, tracking = _run(request, record, loaded, writer, say, started,
-                                   mlflow_imported)
+        committed, tracking = _run(request, record, loaded, writer, say, started)
     _track(tracking, committed)
     mark("tracked")
     check_error_share(committed["errors"] + committed["retry"], committed["planned"],
@@ -560,8 +560,7 @@ def run_scan(request: ScanRequest, say: Callable[[str], None]) -> dict:
     return committed
 
 
-def _run(request: ScanRequest, record: ScanRecord, loaded, writer, say, started: float,
-         mlflow_imported):
+def _run(request: ScanRequest, record: ScanRecord, loaded, writer, say, started: float):
     """The scan under the lease: plan, process, stage, commit. Returns (committed record, its
     MLflow run)."""
     from .inference import (decode_fallbacks, manifest_totals, predictions, stage_rows,  # see run_scan
@@ -618,7 +617,7 @@ def _run(request: ScanRequest, record: ScanRecord, loaded, writer, say, started:
     record.state_files = [final for _, final in publish[len(data_files):]]
     record.stats_s = round(time.perf_counter() - phase, 3)
     record.finish(started)
-    tracking = _start_tracking(request, record.as_dict(), say, mlflow_imported)
+    tracking = _start_tracking(request, record.as_dict(), say)
     record.mlflow_run_id = tracking.run_id
     try:
         committed = writer.commit(publish, record.as_dict())
@@ -717,19 +716,12 @@ def _describe_plan(record: ScanRecord) -> str:
 
 # --- MLflow (best effort: a tracking outage never costs a scan) ---------------------------------
 
-def _import_tracking():
-    """MLflow, being imported in a thread for `_start_tracking` (tracking.import_soon)."""
-    from .tracking import import_soon
-
-    return import_soon()
-
-
-def _start_tracking(request: ScanRequest, record: dict, say, imported):
+def _start_tracking(request: ScanRequest, record: dict, say):
     """The scan's MLflow run, started before the commit so that the record can name it."""
     from .tracking import TrackedRun, tracking_uri
 
     return TrackedRun(tracking_uri(request.mlflow_uri), EXPERIMENT, record["run_id"],
-                      lambda message: say(f"warning: {message}"), imported=imported)
+                      lambda message: say(f"warning: {message}"))
 
 
 def _track(run, record: dict) -> None:

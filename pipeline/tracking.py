@@ -8,13 +8,14 @@ and never unpickle the pyfunc wrapper.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import shutil
 import tempfile
+import threading
 import time
 import warnings
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -95,22 +96,17 @@ CHAMPION = "champion"
 CHALLENGER = "challenger"
 
 
-def import_soon() -> Future:
-    """Import MLflow in a thread: 1.2 s of a small scan, which can pass while the driver waits on
-    Ray. Only the import: a client would already create its store (a new sqlite file), which a
-    scan refused for another run's lease must not do. `result()` waits for it (an ImportError
-    is raised there)."""
-    pool = ThreadPoolExecutor(1, thread_name_prefix="mlflow-import")
-    try:
-        return pool.submit(importlib.import_module, "mlflow")
-    finally:
-        pool.shutdown(wait=False)
+def import_soon() -> None:
+    """Start importing MLflow in a thread: 1.2 s of a small scan, which can pass while the driver
+    waits on Ray. A later `import mlflow` waits for it (Python's import lock); one that failed
+    here fails again there, where TrackedRun reports it. Only the import: a client would already
+    create its store (a new sqlite file), which a scan refused for another run's lease must not
+    do."""
+    def quietly():
+        with contextlib.suppress(Exception):  # not a thread traceback on stderr
+            importlib.import_module("mlflow")
 
-
-def _client(uri: str):
-    from mlflow import MlflowClient
-
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+    threading.Thread(target=quietly, daemon=True, name="mlflow-import").start()
 
 
 class TrackedRun:
@@ -119,14 +115,13 @@ class TrackedRun:
     """
 
     def __init__(self, uri: str, experiment: str, run_name: str, warn,
-                 resume_run_id: str | None = None, imported: Future | None = None):
-        """`imported`: MLflow being imported (`import_soon`), waited for here."""
+                 resume_run_id: str | None = None):
         self.uri, self.warn, self.run_id = uri, warn, None
         self.client = None
         try:
-            if imported is not None:
-                imported.result()
-            self.client = _client(uri)
+            from mlflow import MlflowClient
+
+            self.client = MlflowClient(tracking_uri=uri, registry_uri=uri)
             if resume_run_id and self._run_exists(resume_run_id):
                 self.run_id = resume_run_id
                 self.client.update_run(resume_run_id, status="RUNNING")
