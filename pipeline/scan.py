@@ -228,10 +228,7 @@ def plan_dataset(archive: str, state_files: list[str], model_version: str, repro
         # Nothing settled yet (a first scan): a URI's one row is its listing's (the listing's
         # units are disjoint), so every block holds all of its URIs' rows and is diffed alone:
         # no shuffle, whose aggregator actors took 3-5 s of a small first scan.
-        return listing.map_batches(_diff_block, batch_size=None, batch_format="pyarrow",
-                                   fn_kwargs={"model_name": model_name,
-                                              "model_version": model_version,
-                                              "reprocess": reprocess})
+        return _diffed_by_block(listing, model_name, model_version, reprocess)
     # All columns, cast per block: state files written before model_name was recorded lack it,
     # and read_parquet(columns=...) over old and new files drops it or fails.
     state = _read_parquet(state_files).map_batches(_cast_state, batch_format="pyarrow")
@@ -250,14 +247,19 @@ def diff_dataset(rows, model_name: str | None, model_version: str, reprocess: bo
     (`diff_uri_rows`). The hash shuffle starts an aggregator actor, a worker process of its own:
     on 2 CPUs it took 3-5 s of a 24-video scan's plan, the one-block diff 0.3-0.5 s."""
     if partitions == 1:
-        return rows.repartition(1).map_batches(
-            _diff_block, batch_size=None, batch_format="pyarrow",
-            fn_kwargs={"model_name": model_name, "model_version": model_version,
-                       "reprocess": reprocess})
+        return _diffed_by_block(rows.repartition(1), model_name, model_version, reprocess)
     return (rows.map_batches(_packed, batch_format="pyarrow")
             .groupby("video_uri", num_partitions=partitions)
             .aggregate(uri_diff(model_name, model_version, reprocess))
             .map_batches(_plan_rows, batch_format="pyarrow"))
+
+
+def _diffed_by_block(rows, model_name: str | None, model_version: str, reprocess: bool):
+    """`_diff_block` over every block of `rows` (a Ray dataset whose blocks each hold all the
+    rows of their URIs): no shuffle."""
+    return rows.map_batches(_diff_block, batch_size=None, batch_format="pyarrow",
+                            fn_kwargs={"model_name": model_name, "model_version": model_version,
+                                       "reprocess": reprocess})
 
 
 def _diff_block(rows: pa.Table, model_name: str | None, model_version: str,
