@@ -12,6 +12,10 @@ The stages, each usable on its own and shared by `classify` here and `scan` (sca
   publishes them. `schema` is rows.prediction_schema(embeddings): with or without `embedding`.
 
 `Classifier` (segment records -> rows) and `classify_sequential` are the same steps without Ray.
+
+Torch is imported only by the code that runs the model (Classifier and the steps that make one),
+never at the top: a command's driver plans and ships the checkpoint's bytes, and torch's import
+was a second of every small `classify`.
 """
 
 from __future__ import annotations
@@ -25,15 +29,13 @@ from collections.abc import Iterable
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-import torch
 
 from . import commit, storage
 from .errors import TooManyErrors
 from .frames import DEFAULT_DECODER, DEFAULT_TIMEOUT_S
-from .infrastructure import check_nodes
+from .infrastructure import check_model_on_nodes, check_nodes
 from .listing import listing_dataset
 from .model_store import LoadedModel, load_model
-from .models import TOP_K, for_inference, predict
 from .progress import Progress, mark, report, report_node
 from .rows import (error_row, is_first_row, parquet_options, prediction_row, prediction_schema,
                    rows_to_table)
@@ -50,7 +52,10 @@ class Classifier:
     unless `embeddings` is False)."""
 
     def __init__(self, loaded: LoadedModel, device: str = "cpu", embeddings: bool = True):
+        from .models import TOP_K, for_inference, predict  # torch (see the module docstring)
+
         self.model = for_inference(loaded.model, device)  # BatchNorm folded; channels-last on CPU
+        self.top_k, self._predict = TOP_K, predict
         self.config = loaded.config
         self.lineage = loaded.lineage
         self.device = device
@@ -68,7 +73,7 @@ class Classifier:
     def predictions(self, clips: np.ndarray) -> list[tuple[np.ndarray, np.ndarray | None]]:
         """(class probabilities [C], embedding or None) per uint8 clip of [N, T, H, W, 3] (an
         array, or a tensor decoded on the model's device), all in one call."""
-        out = predict(self.model, clips, batch_size=len(clips), embeddings=self.embeddings)
+        out = self._predict(self.model, clips, batch_size=len(clips), embeddings=self.embeddings)
         embeddings = out.embeddings if self.embeddings else [None] * len(out.probs)
         return list(zip(out.probs, embeddings))
 
@@ -78,7 +83,7 @@ class Classifier:
         error record)."""
         if record["error"] is not None:
             return error_row(record, record["error"], self.lineage)
-        return prediction_row(record, probs, self.config.class_names, self.lineage, TOP_K,
+        return prediction_row(record, probs, self.config.class_names, self.lineage, self.top_k,
                               embedding)
 
     def table(self, rows: list[dict]) -> pa.Table:
@@ -227,6 +232,8 @@ class ClassifierActor:
 
     def __init__(self, checkpoint: bytes, lineage, device: str = "cpu", threads: int = 1,
                  progress=None, embeddings: bool = True):
+        import torch
+
         from .model_store import from_checkpoint_bytes
 
         torch.set_num_threads(threads)
@@ -249,6 +256,7 @@ def _classifier_for(checkpoint, lineage, embeddings: bool) -> Classifier:
     """This worker process's classifier for the checkpoint behind the object ref `checkpoint`:
     fetched and loaded by the first task of a job that lands here, reused by the rest."""
     import ray
+    import torch
 
     from .model_store import from_checkpoint_bytes
 
@@ -339,6 +347,8 @@ class DecodingClassifierActor:
                  window_seconds: float | None, device: str = "cuda", gpu_decoder=None,
                  batch_size: int = 16, timeout_s: float = DEFAULT_TIMEOUT_S,
                  progress=None, embeddings: bool = True):
+        import torch
+
         from .decode_nvdec import NvdecDecoder
         from .model_store import from_checkpoint_bytes
 
@@ -361,6 +371,8 @@ class DecodingClassifierActor:
 
     def stack(self, clips: list) -> torch.Tensor:
         """One batch on the device of clips decoded there (tensors) and on the CPU (arrays)."""
+        import torch
+
         return torch.stack([torch.as_tensor(clip).to(self.device) for clip in clips])
 
 
@@ -429,6 +441,7 @@ def classify(input_uri: str, output_uri: str, model_ref: str, *, window_seconds:
     ensure_ray(ray_address)
     if gpu_decoder is None:  # before OUTPUT is touched: a usage error leaves nothing behind
         decoder = decoder_choice.choose(decoder, say)
+    check_model_on_nodes(loaded.checkpoint)  # so are weights that do not load
     with commit.OutputWriter(output_uri, run_id) as writer:
         if writer.recovered:
             say(f"rolled forward crashed run(s) {', '.join(writer.recovered)}")

@@ -14,6 +14,7 @@ import os
 import socket
 import tempfile
 
+from .errors import CheckpointError
 from .ffmpeg_binary import ffmpeg_exe
 from .progress import mark
 
@@ -88,11 +89,20 @@ def check_this_node(local_input: str | None, decoder: str = "ffmpeg") -> str | N
     return None
 
 
+def load_model_here(checkpoint: bytes) -> str | None:
+    """What stops this node from running the model (None: nothing): torch that cannot load.
+    Weights that do not load raise CheckpointError, the model's failure rather than the node's."""
+    from .model_store import from_checkpoint_bytes
+
+    try:
+        from_checkpoint_bytes(checkpoint).model
+    except ImportError as exc:
+        return f"node {node_name()}: torch cannot load ({type(exc).__name__}: {exc})"
+    return None
+
+
 def check_nodes(input_uri: str, decoder: str) -> None:
     """Run `check_this_node` on every alive Ray node; InfrastructureError naming the failures."""
-    import ray
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
     from . import storage
 
     local = None
@@ -100,12 +110,37 @@ def check_nodes(input_uri: str, decoder: str) -> None:
         local = os.path.abspath(input_uri.removeprefix("file://"))
         if not os.path.exists(local):
             local = None  # missing here too: the listing reports it, as on one node
-    check = ray.remote(check_this_node)
-    pending = [check.options(num_cpus=0, max_retries=0,
-                             scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"],
-                                                                                soft=False))
-               .remote(local, decoder) for node in ray.nodes() if node.get("Alive")]
-    problems = [problem for problem in ray.get(pending) if problem]
+    _on_every_node(check_this_node, local, decoder)
+    mark("nodes checked")
+
+
+def check_model_on_nodes(checkpoint: bytes) -> None:
+    """Load the checkpoint's weights on every alive Ray node, before the job's first video:
+    CheckpointError when they do not load, InfrastructureError naming a node without torch.
+
+    The driver reads only the checkpoint's config (model_config.py); this is where torch is
+    imported, once per node, in a worker process that the job's first classify step on that node
+    then reuses (its model loads in milliseconds there)."""
+    import ray
+
+    _on_every_node(load_model_here, ray.put(checkpoint))
+    mark("model checked")
+
+
+def _on_every_node(check, *args) -> None:
+    """Run `check(*args)` (-> a problem or None) in a task on every alive node; the problems as
+    one InfrastructureError. A CheckpointError raised by a check stays one (its line alone)."""
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    remote = ray.remote(check)
+    pending = [remote.options(num_cpus=0, max_retries=0,
+                              scheduling_strategy=NodeAffinitySchedulingStrategy(node["NodeID"],
+                                                                                 soft=False))
+               .remote(*args) for node in ray.nodes() if node.get("Alive")]
+    try:
+        problems = [problem for problem in ray.get(pending) if problem]
+    except CheckpointError as exc:  # Ray's wrapper would add the worker's traceback
+        raise CheckpointError(str(getattr(exc, "cause", exc))) from None
     if problems:
         raise InfrastructureError("; ".join(problems))
-    mark("nodes checked")

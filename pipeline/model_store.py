@@ -13,10 +13,10 @@ import hashlib
 import os
 import re
 from dataclasses import dataclass
+from functools import cached_property
 
-from torch import nn
-
-from .models.checkpoint import CheckpointError, ModelConfig, load_checkpoint
+from .errors import CheckpointError
+from .model_config import ModelConfig, read_config
 from .rows import Lineage
 from .tracking import CHECKPOINT_FILE, tracking_uri
 
@@ -27,14 +27,24 @@ _RUNS = re.compile(r"^runs:/(?P<run_id>[^/]+)/.+$")
 
 @dataclass
 class LoadedModel:
-    model: nn.Module
+    """A checkpoint's bytes, config and lineage; `model` loads its weights (torch) on first use,
+    so a driver that only ships the bytes to workers never imports torch."""
+
     config: ModelConfig
     lineage: Lineage
     checkpoint: bytes  # the exact bytes loaded: ship these to workers, not the REF
 
+    @cached_property
+    def model(self):
+        """The torch model in eval mode; CheckpointError when the weights do not load."""
+        from .models.checkpoint import load_checkpoint
+
+        return load_checkpoint(self.checkpoint)[0]
+
 
 def load_model(ref: str, mlflow_uri: str | None = None) -> LoadedModel:
-    """Load REF; CheckpointError with a one-line reason if it cannot be found or read."""
+    """Fetch REF and read its config; CheckpointError with a one-line reason if it cannot be
+    found or is not a vidpipe checkpoint (weights that do not load fail at `.model`)."""
     if ref.startswith(("models:/", "runs:/")):
         return _load_mlflow(ref, tracking_uri(mlflow_uri))
     try:
@@ -46,10 +56,10 @@ def load_model(ref: str, mlflow_uri: str | None = None) -> LoadedModel:
 
 
 def from_checkpoint_bytes(data: bytes, lineage: Lineage | None = None) -> LoadedModel:
-    model, config = load_checkpoint(data)
+    config = read_config(data)
     if lineage is None:
         lineage = Lineage(config.arch, "sha256:" + hashlib.sha256(data).hexdigest()[:16])
-    return LoadedModel(model, config, lineage, data)
+    return LoadedModel(config, lineage, data)
 
 
 def _load_mlflow(ref: str, uri: str) -> LoadedModel:

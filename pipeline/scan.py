@@ -51,7 +51,7 @@ import pyarrow.compute as pc
 
 from . import commit, decoder_choice, faults, storage
 from .frames import DEFAULT_TIMEOUT_S
-from .infrastructure import check_nodes
+from .infrastructure import check_model_on_nodes, check_nodes
 from .listing import listing_dataset
 from .progress import Progress, mark
 from .rows import first_rows, prediction_schema
@@ -584,6 +584,7 @@ def _run(request: ScanRequest, record: ScanRecord, loaded, writer, say, started:
 
     manifest = []
     if record.planned:
+        check_model_on_nodes(loaded.checkpoint)  # a scan with nothing to classify needs no torch
         with Progress(say, total=record.planned) as progress:
             work = _read_parquet(plan_uri).filter(expr=_column("change").is_in(list(WORK)))
             rows = predictions(work, loaded, request.window_seconds, request.batch_size,

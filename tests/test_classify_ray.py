@@ -106,6 +106,33 @@ def test_error_threshold_fails_the_job_after_writing(ray_local, bad_videos, tmp_
     assert count == len(bad_videos)
 
 
+def test_weights_that_do_not_load_fail_classify_and_scan_before_any_video(ray_local,
+                                                                         motion_corpus, tmp_path):
+    """The driver reads only the checkpoint's config; the weights first load in the workers'
+    model check (infrastructure.check_model_on_nodes), which must still fail in one line, before
+    any video is classified, and leave nothing behind."""
+    from pipeline.model_config import FORMAT
+    from vidpipe_calls import call_vidpipe
+
+    config = ModelConfig("cnn3d_gru32", CLASSES, frames=12, size=48)
+    weights = config.build().state_dict()
+    weights.pop(next(iter(weights)))
+    torch.save({"format": FORMAT, "config": config.to_dict(), "state_dict": weights},
+               tmp_path / "model.pt")
+    folder = motion_corpus / "MoveLeft"
+    for command in (["classify", str(folder), str(tmp_path / "out")],
+                    ["scan", str(folder), str(tmp_path / "scanned"), "--mlflow-uri",
+                     f"sqlite:///{tmp_path / 'mlflow.db'}"]):
+        code, _, err = call_vidpipe([*command, "--model", str(tmp_path / "model.pt")])
+        assert code == 1, err
+        assert err.strip().splitlines()[-1].startswith(
+            "vidpipe: error: checkpoint weights do not fit its cnn3d_gru32 model (1 difference(s): "
+            "missing "), err
+        assert "Traceback" not in err and "classified" not in err
+    assert not (tmp_path / "out").exists()
+    assert not list((tmp_path / "scanned").rglob("*.parquet"))  # a scan commits nothing
+
+
 def test_classify_rerun_refuses_then_overwrite_replaces_its_rows(ray_local, motion_corpus,
                                                                  checkpoint, tmp_path, capsys):
     inputs = tmp_path / "in"

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
+import os
 import pickle
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
 
 import pytest
 import torch
 
+from pipeline.model_config import FORMAT, read_config
 from pipeline.models import build_model, count_parameters, list_models
 from pipeline.models.checkpoint import (CheckpointError, ModelConfig, load_checkpoint,
                                         save_checkpoint)
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_cnn3d_gru_reproduces_the_paper_parameter_counts_layer_by_layer():
@@ -85,6 +93,64 @@ def test_loading_never_unpickles_arbitrary_objects(tmp_path):
     torch.save({"weights": torch.zeros(1)}, tmp_path / "foreign.pt")
     with pytest.raises(CheckpointError, match="not a vidpipe checkpoint"):
         load_checkpoint(tmp_path / "foreign.pt")
+
+
+def test_a_drivers_modules_read_a_checkpoints_config_without_importing_torch(tmp_path):
+    config = ModelConfig("cnn3d_none", ("MoveLeft", "MoveRight"), frames=8, size=32,
+                         clip_seconds=2.0, training_videos=("ab12",))
+    save_checkpoint(build_model("cnn3d_none", 2, 8, 32), config, tmp_path / "model.pt")
+    data = (tmp_path / "model.pt").read_bytes()
+    assert read_config(data) == load_checkpoint(data)[1] == config
+    # What a classify or scan driver runs before its workers: the CLI, the job modules, the REF.
+    code = ("import sys; import pipeline.cli, pipeline.inference, pipeline.scan, "
+            "pipeline.infrastructure; from pipeline.model_store import load_model; "
+            f"loaded = load_model({str(tmp_path / 'model.pt')!r}); "
+            "print(loaded.config.arch, loaded.config.frames, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["cnn3d_none", "8", "False"]
+
+
+class _RemoveFile:
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (os.remove, (self.path,))
+
+
+def test_reading_a_config_runs_nothing_from_the_file(tmp_path):
+    canary = tmp_path / "canary"
+    canary.write_text("still here")
+    hostile = tmp_path / "hostile.pt"
+    with zipfile.ZipFile(hostile, "w") as archive:
+        archive.writestr("archive/data.pkl", pickle.dumps(
+            {"format": FORMAT, "config": _RemoveFile(str(canary)), "state_dict": {}}))
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        read_config(hostile.read_bytes())
+    assert canary.read_text() == "still here"
+    with pytest.raises(CheckpointError, match="not a readable checkpoint"):
+        read_config(b"not a zip at all")
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="not a vidpipe checkpoint"):
+        read_config((tmp_path / "foreign.pt").read_bytes())
+
+
+def test_weights_that_do_not_fit_their_model_are_one_line_naming_them(tmp_path):
+    config = ModelConfig("cnn3d_none", ("MoveLeft", "MoveRight"), frames=8, size=32)
+    weights = build_model("cnn3d_none", 2, 8, 32).state_dict()
+    first = next(iter(weights))
+    misshapen = {**weights, first: torch.zeros(3)}
+    missing = {key: value for key, value in weights.items() if key != first}
+    for state, what in ((misshapen, "misshapen"), (missing, "missing")):
+        torch.save({"format": FORMAT, "config": config.to_dict(), "state_dict": state},
+                   tmp_path / "model.pt")
+        assert read_config((tmp_path / "model.pt").read_bytes()) == config  # the config is fine
+        with pytest.raises(CheckpointError) as failure:
+            load_checkpoint(tmp_path / "model.pt")
+        assert str(failure.value) == (f"checkpoint weights do not fit its cnn3d_none model "
+                                      f"(1 difference(s): {what} {first})")
 
 
 def test_our_variants_normalise_each_convolution_and_keep_the_paper_shapes():

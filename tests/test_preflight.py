@@ -111,6 +111,14 @@ def test_model_file_missing(tmp_path, videos):
     assert not (tmp_path / "out").exists()  # a failed command leaves no OUTPUT behind
 
 
+def test_model_file_that_is_no_checkpoint(tmp_path, videos):
+    (tmp_path / "notes.pt").write_text("not a model")
+    line = fails_fast(["classify", str(videos), str(tmp_path / "out"), "--model",
+                       str(tmp_path / "notes.pt")], tmp_path)
+    assert line == "vidpipe: error: not a readable checkpoint: BadZipFile"
+    assert not (tmp_path / "out").exists()
+
+
 def test_registry_lookup_without_a_store_names_it_and_creates_none(tmp_path, videos):
     line = fails_fast(["classify", str(videos), str(tmp_path / "out"), "--model",
                        "models:/vidpipe@champion"], tmp_path)

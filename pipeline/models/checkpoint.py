@@ -1,4 +1,5 @@
-"""Checkpoints that carry their own preprocessing: architecture, class names, frames, size, sampling.
+"""Checkpoints that carry their own preprocessing: architecture, class names, frames, size, sampling
+(model_config.ModelConfig, which reads them without torch).
 
 Inference reads these from the checkpoint, never from flags that could disagree with how the model
 was trained. Files hold only tensors and plain values and load with `weights_only=True`, so loading
@@ -9,66 +10,12 @@ from __future__ import annotations
 
 import io
 import os
-from dataclasses import asdict, dataclass, fields
 
 import torch
 from torch import nn
 
 from ..errors import CheckpointError
-from . import build_model, canonical_arch
-
-FORMAT = "vidpipe-checkpoint/1"
-SAMPLING = "uniform"  # round(linspace(0, n-1, frames)) over the decoded frames of a window
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    arch: str
-    class_names: tuple[str, ...]
-    frames: int = 20
-    size: int = 64
-    sampling: str = SAMPLING
-    # The time span one clip covered in training (the training clips' median duration, or the
-    # training window). Inference cuts longer videos into windows of this length by default.
-    clip_seconds: float | None = None
-    dataset_fingerprint: str = ""  # which videos trained it (clips.dataset_fingerprint)
-    # Short hashes of each training video (clips.video_digests): `evaluate` warns on overlap.
-    training_videos: tuple[str, ...] = ()
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    def window_seconds(self, requested: float | None = None) -> float | None:
-        """The inference window: `requested` if given (0 = the whole video, returned as None),
-        else the clip duration the model was trained on (None: whole videos)."""
-        if requested is None:
-            return self.clip_seconds
-        return requested if requested > 0 else None
-
-    def to_dict(self) -> dict:
-        data = asdict(self)
-        data["class_names"] = list(self.class_names)
-        return data
-
-    @classmethod
-    def from_dict(cls, data: dict) -> ModelConfig:
-        known = {f.name for f in fields(cls)}
-        # `extra` was written (always empty) by checkpoints before clip_seconds existed.
-        unknown = set(data) - known - {"extra"}
-        if unknown:
-            raise CheckpointError(f"checkpoint config has unknown field(s): {', '.join(sorted(unknown))}")
-        data = {key: value for key, value in data.items() if key in known}
-        data["class_names"] = tuple(data["class_names"])
-        data["training_videos"] = tuple(data.get("training_videos", ()))
-        data["arch"] = canonical_arch(data["arch"])
-        if data.get("sampling", SAMPLING) != SAMPLING:
-            raise CheckpointError(f"checkpoint was trained with sampling '{data['sampling']}'; "
-                                  f"this vidpipe samples '{SAMPLING}' only")
-        return cls(**data)
-
-    def build(self) -> nn.Module:
-        return build_model(self.arch, self.num_classes, self.frames, self.size)
+from ..model_config import FORMAT, SAMPLING, ModelConfig  # noqa: F401 (the checkpoint's config, torch-free)
 
 
 def checkpoint_bytes(model: nn.Module, config: ModelConfig) -> bytes:
@@ -105,9 +52,25 @@ def load_checkpoint(source: str | os.PathLike | bytes) -> tuple[nn.Module, Model
         raise CheckpointError("not a vidpipe checkpoint (missing format marker)")
     config = ModelConfig.from_dict(payload["config"])
     model = config.build()
+    _check_fits(payload["state_dict"], model.state_dict(), config.arch)
     model.load_state_dict(payload["state_dict"])
     model.eval()
     return model, config
+
+
+def _check_fits(state: dict, expected: dict, arch: str) -> None:
+    """CheckpointError naming what differs when the weights `state` do not fit the model's
+    `expected` ones (torch's own error is a paragraph)."""
+    differences = [f"{what} {name}" for what, names in (
+        ("missing", [k for k in expected if k not in state]),
+        ("unexpected", [k for k in state if k not in expected]),
+        ("misshapen", [k for k in expected if k in state
+                       and getattr(state[k], "shape", None) != expected[k].shape]),
+    ) for name in names]
+    if differences:
+        shown = ", ".join(differences[:2]) + (", ..." if len(differences) > 2 else "")
+        raise CheckpointError(f"checkpoint weights do not fit its {arch} model "
+                              f"({len(differences)} difference(s): {shown})")
 
 
 def unwrap(model: nn.Module) -> nn.Module:

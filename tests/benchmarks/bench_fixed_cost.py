@@ -50,8 +50,8 @@ FLOOR = ("import ray; ray.init(address='local', include_dashboard=False, logging
          "ray.get(ray.remote(lambda: 1).remote())")
 MARK = re.compile(r"vidpipe timing: (.+) (\d+\.\d+)$")
 # The stages a one-video classify goes through, in order (progress.mark), then the exit.
-STAGES = ("parsed", "imported", "ray up", "nodes checked", "task started", "model loaded",
-          "rows staged", "committed", "exit")
+STAGES = ("parsed", "imported", "ray up", "model checked", "nodes checked", "task started",
+          "model loaded", "rows staged", "committed", "exit")
 SCAN_STAGES = ("parsed", "ray up", "nodes checked", "planned", "committed", "tracked", "exit")
 SCAN_VIDEOS = 24
 
