@@ -519,7 +519,7 @@ def run_scan(request: ScanRequest, say: Callable[[str], None]) -> dict:
     from .inference import check_error_share
     from .model_store import load_model
     from .ray_runtime import ensure_ray
-    from .tracking import import_soon
+    from .tracking import store_opening, tracking_uri
 
     started = time.perf_counter()
     started_at = datetime.now(timezone.utc)
@@ -544,17 +544,17 @@ def run_scan(request: ScanRequest, say: Callable[[str], None]) -> dict:
         record.finish(started)
         return record.as_dict()
     ensure_ray(request.ray_address)
-    import_soon()  # MLflow, meanwhile, in a thread
     # Before OUTPUT is touched: a decoder that cannot run here is a usage error, nothing written.
     record.decoder = decoder_choice.choose(request.decoder, say)
-    with commit.OutputWriter(request.output, record.run_id, request.lease_seconds) as writer:
+    with (commit.OutputWriter(request.output, record.run_id, request.lease_seconds) as writer,
+          store_opening(tracking_uri(request.mlflow_uri)) as store_opened):  # the lease is ours
         if writer.recovered:
             say(f"rolled forward crashed run(s) {', '.join(writer.recovered)}")
         record.recovered = writer.recovered
         # A node that cannot decode fails now (NVDEC's fallback is PyAV).
         check_nodes(request.archive, "pyav" if record.decoder == "nvdec" else record.decoder)
         _configure_ray_data()
-        committed, tracking = _run(request, record, loaded, writer, say, started)
+        committed, tracking = _run(request, record, loaded, writer, say, started, store_opened)
     _track(tracking, committed)
     mark("tracked")
     check_error_share(committed["errors"] + committed["retry"], committed["planned"],
@@ -562,9 +562,10 @@ def run_scan(request: ScanRequest, say: Callable[[str], None]) -> dict:
     return committed
 
 
-def _run(request: ScanRequest, record: ScanRecord, loaded, writer, say, started: float):
+def _run(request: ScanRequest, record: ScanRecord, loaded, writer, say, started: float,
+         store_opened: Callable[[], None]):
     """The scan under the lease: plan, process, stage, commit. Returns (committed record, its
-    MLflow run)."""
+    MLflow run); `store_opened` waits for MLflow's store (tracking.store_opening)."""
     from .inference import (decode_fallbacks, manifest_totals, predictions, stage_rows,  # see run_scan
                             staged_files)
 
@@ -620,6 +621,7 @@ def _run(request: ScanRequest, record: ScanRecord, loaded, writer, say, started:
     record.state_files = [final for _, final in publish[len(data_files):]]
     record.stats_s = round(time.perf_counter() - phase, 3)
     record.finish(started)
+    store_opened()
     tracking = _start_tracking(request, record.as_dict(), say)
     record.mlflow_run_id = tracking.run_id
     try:
