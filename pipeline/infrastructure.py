@@ -3,7 +3,9 @@ an INPUT a node cannot see. They fail the whole job with one message naming the 
 turning every video into an error row (which, under the error threshold, would exit 0).
 
 `check_nodes` runs before a job's first video, on every alive node; `InfrastructureError` is also
-raised mid-job by the decoding code when the same failures appear later.
+raised mid-job by the decoding code when the same failures appear later. `check_model_on_nodes`
+loads the job's model there too: the first place its weights load (the driver reads only the
+checkpoint's config), so weights that do not load fail the job before its first video.
 """
 
 from __future__ import annotations

@@ -8,8 +8,8 @@ out of every `classify` and `scan` driver.
 
 A checkpoint is a `torch.save` zip whose `data.pkl` pickles the payload dict, tensors as calls to
 torch's rebuild functions on storages the zip holds. `read_config` unpickles it with every torch
-global replaced by a stand-in that builds nothing and nothing else allowed, so reading it runs no
-code from the file (as torch's `weights_only=True` does not either).
+global replaced by a stand-in that builds nothing, and no other global allowed: like torch's
+`weights_only=True` loading, reading a file runs no code from it.
 """
 
 from __future__ import annotations

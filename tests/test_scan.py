@@ -460,6 +460,21 @@ def test_an_unreachable_mlflow_costs_no_scan_and_rows_name_the_checkpoint_hash(
     assert "s3cr3t-pw" not in err and "s3cr3t-pw" not in json.dumps(record)
 
 
+def test_mlflows_store_opens_in_a_thread_and_its_failures_are_left_to_the_run(tmp_path, capsys):
+    """tracking.store_opening, which a scan enters once its lease is taken: the store exists
+    once the wait returns; a store that cannot open prints nothing there (TrackedRun reports it)."""
+    from pipeline.tracking import store_opening
+
+    store = tmp_path / "mlflow.db"
+    with store_opening(f"sqlite:///{store}") as opened:
+        opened()
+        assert store.exists()
+    capsys.readouterr()  # MLflow's own INFO lines on creating it (a vidpipe command sets WARNING)
+    with store_opening("no-such-scheme://anywhere") as opened:
+        opened()
+    assert capsys.readouterr().err == ""
+
+
 # --- killed scans: subprocesses in their own process group ------------------------------------
 
 
