@@ -92,6 +92,12 @@ def read_config(data: bytes) -> ModelConfig:
         raise
     except Exception as exc:  # not a zip, a truncated file, a pickle of something else
         raise CheckpointError(f"not a readable checkpoint: {type(exc).__name__}") from None
+    return payload_config(payload)
+
+
+def payload_config(payload: object) -> ModelConfig:
+    """The config of an unpickled checkpoint payload (here without tensors, or torch.load's);
+    CheckpointError when it is not a vidpipe checkpoint's."""
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError("not a vidpipe checkpoint (missing format marker)")
     if not isinstance(payload.get("config"), dict) or not isinstance(payload.get("state_dict"), dict):

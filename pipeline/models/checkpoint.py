@@ -15,7 +15,8 @@ import torch
 from torch import nn
 
 from ..errors import CheckpointError
-from ..model_config import FORMAT, SAMPLING, ModelConfig  # noqa: F401 (the checkpoint's config, torch-free)
+from ..model_config import (FORMAT, SAMPLING, ModelConfig,  # noqa: F401 (the config, torch-free)
+                            payload_config)
 
 
 def checkpoint_bytes(model: nn.Module, config: ModelConfig) -> bytes:
@@ -48,9 +49,7 @@ def load_checkpoint(source: str | os.PathLike | bytes) -> tuple[nn.Module, Model
         raise CheckpointError(f"checkpoint not found: {source}") from None
     except Exception as exc:  # torch raises several types for foreign or corrupt files
         raise CheckpointError(f"not a readable checkpoint: {type(exc).__name__}") from None
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError("not a vidpipe checkpoint (missing format marker)")
-    config = ModelConfig.from_dict(payload["config"])
+    config = payload_config(payload)
     model = config.build()
     _check_fits(payload["state_dict"], model.state_dict(), config.arch)
     model.load_state_dict(payload["state_dict"])
