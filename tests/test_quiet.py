@@ -1,6 +1,7 @@
 """Quiet by default: a small classify, scan, train and ablation, run as a user runs them (stderr a
 pipe, not a terminal), write only vidpipe's own lines to stderr (periodic progress lines
-included), without colour codes or a Python `None`, and name every file and folder they wrote;
+included), without colour codes or a Python `None`, and name every file and folder they wrote
+(the ablation's test also checks its product: the table, its tracking, its checkpoints);
 `--verbose` brings Ray's logs back. cluster/local/start.sh and stop.sh say in one line each what
 they did.
 
@@ -31,8 +32,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from mlflow import MlflowClient
 
-from pipeline.models.checkpoint import ModelConfig, save_checkpoint
+from pipeline.models.checkpoint import ModelConfig, load_checkpoint, save_checkpoint
 
 VIDPIPE = str(Path(sys.executable).parent / "vidpipe")
 ROOT = Path(__file__).resolve().parents[1]  # the checkout under test, not the editable install's
@@ -156,20 +158,37 @@ def test_small_train_writes_only_its_own_lines_and_names_what_it_wrote(small_cor
 
 
 @pytest.mark.slow
-def test_small_ablation_writes_only_its_own_lines_and_names_its_folder(small_corpus, tmp_path):
-    done = run(["ablation", str(small_corpus), "--archs", "cnn3d_none", "--epochs", "1",
+def test_small_ablation_writes_only_its_own_lines_names_its_folder_and_tracks_each_variant(
+        small_corpus, tmp_path):
+    """Also the ablation's product: its table (stdout and ablation.md), one MLflow run and one
+    checkpoint per variant, each checkpoint with the lineage `vidpipe train` writes."""
+    archs = ["cnn3d_gru32", "cnn2d_none"]
+    done = run(["ablation", str(small_corpus), "--archs", *archs, "--epochs", "1",
                 "--frames", "8", "--size", "32", "--out", str(tmp_path / "ablation")], tmp_path)
     assert done.returncode == 0, done.stderr
     assert noise(done.stderr) == [] and RAY_DATA_ACTOR_LINE not in done.stderr, done.stderr
     assert_plain(done.stderr)
-    assert "| `cnn3d_none` |" in done.stdout  # the table is the product, on stdout
+    # the table is the product, on stdout, one row per variant in the order asked
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ") and "`" in line]
+    assert [row.split("|")[2].strip() for row in rows] == [f"`{arch}`" for arch in archs]
+    assert "| model | arch | val accuracy | left chance (epoch) | params |" in done.stdout
+    assert (tmp_path / "ablation" / "ablation.md").read_text().strip() in done.stdout
     wrote = [line for line in done.stderr.splitlines() if line.startswith("wrote the table")]
     assert len(wrote) == 1 and wrote[0].endswith(f"to {tmp_path / 'ablation'}/"), done.stderr
-    assert (tmp_path / "ablation" / "cnn3d_none.pt").exists()
-    assert (tmp_path / "ablation" / "ablation.md").exists()
+    assert all((tmp_path / "ablation" / f"{arch}.pt").exists() for arch in archs)
     assert f"in sqlite:///{tmp_path / 'mlflow.db'}" in done.stderr, done.stderr
-    # decoding, [1/1] training, the epoch, where it wrote, tracking
-    assert len(done.stderr.splitlines()) <= 5, done.stderr
+    # decoding, then per variant [i/2] training and its epoch, where it wrote, tracking
+    assert len(done.stderr.splitlines()) <= 1 + 2 * len(archs) + 2, done.stderr
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("vidpipe-ablation").experiment_id])
+    assert sorted(r.data.params["arch"] for r in runs) == sorted(archs)
+    assert all(r.data.metrics["parameters"] > 0 and "seconds_per_frame" in r.data.metrics
+               for r in runs)
+    config = load_checkpoint(tmp_path / "ablation" / "cnn3d_gru32.pt")[1]
+    assert config.clip_seconds and config.clip_seconds > 0  # classifies in its training windows
+    assert {config.dataset_fingerprint} == {r.data.params["dataset_fingerprint"] for r in runs}
+    assert len(config.training_videos) > 0
 
 
 @pytest.mark.slow

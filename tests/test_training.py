@@ -22,7 +22,6 @@ from fixtures.ray_cluster import last_json
 from mlflow import MlflowClient
 from vidpipe_calls import run_vidpipe
 
-from pipeline.cli import main as vidpipe
 from pipeline.evaluation import Evaluation
 from pipeline.models.checkpoint import load_checkpoint
 from pipeline.synthetic import make_corpus
@@ -282,31 +281,6 @@ def test_clip_cache_is_reused_only_for_the_same_videos_and_sampling(motion_corpu
     replaced = [LabelledVideo(f"file://{changed}", videos[0].label, videos[0].group,
                               "fp-different")] + videos[1:]
     assert decode_labelled(replaced, 8, 32, cache_uri=cache).cache == "written"  # other videos
-
-
-@pytest.mark.slow
-def test_ablation_prints_the_table_and_tracks_each_variant(motion_corpus, tmp_path, ray_local,
-                                                          capsys):
-    mlflow_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    code = vidpipe(["ablation", str(motion_corpus), "--archs", "cnn3d_gru32", "cnn2d_none",
-                    "--epochs", "1", "--frames", "8", "--size", "32", "--out", str(tmp_path / "abl"),
-                    "--mlflow-uri", mlflow_uri])
-    out, err = capsys.readouterr()
-    assert code == 0, err[-3000:]
-    rows = [line for line in out.splitlines() if line.startswith("| ") and "`" in line]
-    assert [row.split("|")[2].strip() for row in rows] == ["`cnn3d_gru32`", "`cnn2d_none`"]
-    assert "| model | arch | val accuracy | left chance (epoch) | params |" in out
-    assert (tmp_path / "abl" / "ablation.md").read_text().strip() in out
-    client = MlflowClient(tracking_uri=mlflow_uri)
-    experiment = client.get_experiment_by_name("vidpipe-ablation")
-    runs = client.search_runs([experiment.experiment_id])
-    assert sorted(r.data.params["arch"] for r in runs) == ["cnn2d_none", "cnn3d_gru32"]
-    assert all(r.data.metrics["parameters"] > 0 and "seconds_per_frame" in r.data.metrics for r in runs)
-    # each variant's checkpoint carries the same lineage as `vidpipe train` writes
-    config = load_checkpoint(tmp_path / "abl" / "cnn3d_gru32.pt")[1]
-    assert config.clip_seconds and config.clip_seconds > 0  # classifies in its training windows
-    assert config.dataset_fingerprint == runs[0].data.params["dataset_fingerprint"]
-    assert len(config.training_videos) > 0
 
 
 @pytest.mark.slow

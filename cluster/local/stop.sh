@@ -3,6 +3,7 @@
 # `ray stop` would also end any other Ray on this machine (a notebook's, a test session's).
 GCS_PORT="${VIDPIPE_GCS_PORT:-6390}"
 TEMP_DIR="${VIDPIPE_RAY_TEMP:-/tmp/vidpipe-ray-$GCS_PORT}"
+GRACE_S="${VIDPIPE_STOP_GRACE_S:-10}"   # per stage, before SIGKILL
 
 descendants() { local child; for child in $(pgrep -P "$1"); do echo "$child"; descendants "$child"; done; }
 cluster_pids() {
@@ -13,24 +14,40 @@ cluster_pids() {
         echo "$pid"; descendants "$pid"
     done | sort -u
 }
+# Alive means present and not a zombie (a zombie has exited; its parent reaps it).
+alive() { local pid state; for pid in "$@"; do state=$(ps -o stat= -p "$pid" 2>/dev/null); \
+          [ -n "$state" ] && [ "${state#Z}" = "$state" ] && echo "$pid"; done; }
+killed=0
+# SIGTERM, then up to GRACE_S for them to exit, then SIGKILL for those left.
+stop_stage() {
+    [ $# -eq 0 ] && return
+    kill -TERM "$@" 2>/dev/null
+    local left deadline=$((SECONDS + GRACE_S))
+    while left=$(alive "$@"); [ -n "$left" ] && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
+    if [ -n "$left" ]; then
+        kill -KILL $left 2>/dev/null
+        killed=$((killed + $(echo $left | wc -w)))
+    fi
+}
 
 pids=$(cluster_pids)
 if [ -z "$pids" ]; then
     echo "no loopback Ray cluster on port $GCS_PORT to stop"
     exit 0
 fi
+# In `ray stop`'s order: raylets first (their agents fate-share with them and would otherwise
+# wait on a dead raylet), then the rest, the GCS last (before it, every process that still
+# reports to it lingers for seconds).
+raylets=$(for pid in $pids; do [ "$(ps -o comm= -p "$pid" 2>/dev/null)" = raylet ] && echo "$pid"; done)
+gcs=$(for pid in $pids; do [ "$(ps -o comm= -p "$pid" 2>/dev/null)" = gcs_server ] && echo "$pid"; done)
+others=$(echo $pids $raylets $gcs | tr ' ' '\n' | sort | uniq -u)
+stop_stage $raylets
+stop_stage $(alive $others)
+stop_stage $gcs
 stopped="stopped the loopback Ray cluster on port $GCS_PORT ($(echo $pids | wc -w) processes)"
-kill -TERM $pids 2>/dev/null
-for _ in 1 2 3 4 5 6 7 8 9 10; do
-    # Alive means present and not a zombie (a zombie has exited; its parent reaps it).
-    alive=$(for pid in $pids; do state=$(ps -o stat= -p "$pid" 2>/dev/null); \
-            [ -n "$state" ] && [ "${state#Z}" = "$state" ] && echo "$pid"; done)
-    if [ -z "$alive" ]; then
-        echo "$stopped"
-        exit 0
-    fi
-    sleep 1
-done
-kill -KILL $alive 2>/dev/null
-echo "$stopped; $(echo $alive | wc -w) of them needed SIGKILL"
+if [ "$killed" -gt 0 ]; then
+    echo "$stopped; $killed of them needed SIGKILL"
+else
+    echo "$stopped"
+fi
 exit 0
