@@ -35,9 +35,9 @@ if [ -z "$pids" ]; then
     echo "no loopback Ray cluster on port $GCS_PORT to stop"
     exit 0
 fi
-# In `ray stop`'s order: raylets first (their agents fate-share with them and would otherwise
-# wait on a dead raylet), then the rest, the GCS last (before it, every process that still
-# reports to it lingers for seconds).
+# In `ray stop`'s order: the raylets, then the rest, the GCS last. Signalled all at once, the
+# raylets and the GCS stayed up through the whole grace and two processes were killed (11.7 s
+# a stop); in this order every process exits on SIGTERM, about 2 s in all.
 raylets=$(for pid in $pids; do [ "$(ps -o comm= -p "$pid" 2>/dev/null)" = raylet ] && echo "$pid"; done)
 gcs=$(for pid in $pids; do [ "$(ps -o comm= -p "$pid" 2>/dev/null)" = gcs_server ] && echo "$pid"; done)
 others=$(echo $pids $raylets $gcs | tr ' ' '\n' | sort | uniq -u)
