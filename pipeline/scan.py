@@ -563,9 +563,10 @@ def run_scan(request: ScanRequest, say: Callable[[str], None]) -> dict:
 
 
 def _run(request: ScanRequest, record: ScanRecord, loaded, writer, say, started: float,
-         store_opened: Callable[[], None]):
+         store_opened: Callable[[], str]):
     """The scan under the lease: plan, process, stage, commit. Returns (committed record, its
-    MLflow run); `store_opened` waits for MLflow's store (tracking.store_opening)."""
+    MLflow run); `store_opened` waits for MLflow's store and returns its URI
+    (tracking.store_opening)."""
     from .inference import (decode_fallbacks, manifest_totals, predictions, stage_rows,  # see run_scan
                             staged_files)
 
@@ -621,8 +622,7 @@ def _run(request: ScanRequest, record: ScanRecord, loaded, writer, say, started:
     record.state_files = [final for _, final in publish[len(data_files):]]
     record.stats_s = round(time.perf_counter() - phase, 3)
     record.finish(started)
-    store_opened()
-    tracking = _start_tracking(request, record.as_dict(), say)
+    tracking = _start_tracking(store_opened(), record.as_dict(), say)
     record.mlflow_run_id = tracking.run_id
     try:
         committed = writer.commit(publish, record.as_dict())
@@ -721,12 +721,12 @@ def _describe_plan(record: ScanRecord) -> str:
 
 # --- MLflow (best effort: a tracking outage never costs a scan) ---------------------------------
 
-def _start_tracking(request: ScanRequest, record: dict, say):
-    """The scan's MLflow run, started before the commit so that the record can name it."""
-    from .tracking import TrackedRun, tracking_uri
+def _start_tracking(uri: str, record: dict, say):
+    """The scan's MLflow run in the store at `uri`, started before the commit so that the record
+    can name it."""
+    from .tracking import TrackedRun
 
-    return TrackedRun(tracking_uri(request.mlflow_uri), EXPERIMENT, record["run_id"],
-                      lambda message: say(f"warning: {message}"))
+    return TrackedRun(uri, EXPERIMENT, record["run_id"], lambda message: say(f"warning: {message}"))
 
 
 def _track(run, record: dict) -> None:

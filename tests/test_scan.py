@@ -467,7 +467,7 @@ def test_mlflows_store_opens_in_a_thread_and_its_failures_are_left_to_the_run(tm
 
     store = tmp_path / "mlflow.db"
     with store_opening(f"sqlite:///{store}") as opened:
-        opened()
+        assert opened() == f"sqlite:///{store}"  # the URI the run then tracks into
         assert store.exists()
     capsys.readouterr()  # MLflow's own INFO lines on creating it (a vidpipe command sets WARNING)
     with store_opening("no-such-scheme://anywhere") as opened:

@@ -38,8 +38,9 @@ fi
 # In `ray stop`'s order: the raylets, then the rest, the GCS last. Signalled all at once, the
 # raylets and the GCS stayed up through the whole grace and two processes were killed (11.7 s
 # a stop); in this order every process exits on SIGTERM, about 2 s in all.
-raylets=$(for pid in $pids; do [ "$(ps -o comm= -p "$pid" 2>/dev/null)" = raylet ] && echo "$pid"; done)
-gcs=$(for pid in $pids; do [ "$(ps -o comm= -p "$pid" 2>/dev/null)" = gcs_server ] && echo "$pid"; done)
+named() { ps -o pid=,comm= -p "$(echo $pids | tr ' ' ,)" | awk -v name="$1" '$2 == name {print $1}'; }
+raylets=$(named raylet)
+gcs=$(named gcs_server)
 others=$(echo $pids $raylets $gcs | tr ' ' '\n' | sort | uniq -u)
 stop_stage $raylets
 stop_stage $(alive $others)
