@@ -1,4 +1,4 @@
-"""Shared fixtures: generated videos and corpora, and one Ray per test session.
+"""Shared fixtures: generated videos and corpora, and one Ray per test process (session).
 
 Fixtures that start services live in tests/fixtures/ and are registered in `pytest_plugins`.
 """
@@ -41,7 +41,8 @@ def motion_corpus(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def ray_local():
-    """One in-process Ray (2 CPUs) shared by every test that needs Ray; start-up costs 5-15 s."""
+    """One in-process Ray (2 CPUs) shared by every test of this process that needs Ray; start-up
+    costs 5-15 s."""
     import ray
 
     from pipeline.ray_runtime import ensure_ray
