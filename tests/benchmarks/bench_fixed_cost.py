@@ -114,7 +114,7 @@ def clips_against_loop(clips: int, root: Path) -> None:
     loop = classify_sequential(str(corpus), str(root / "loop.parquet"), str(model))
     wall, _ = timed([sys.executable, "-m", "pipeline.cli", "classify", str(corpus),
                      str(root / "clips-out"), "--model", str(model)])
-    # Ray's start-up alone takes most of the loop's time (5-7 s against 8-9 s here), so the loop's
+    # Ray's start-up alone takes most of the loop's time (5-7 s against 8-10 s here), so the loop's
     # speed is out of reach: the floor is that start-up plus the loop's own work after it.
     floor = statistics.median(timed([sys.executable, "-c", FLOOR])[0] for _ in range(3))
     videos = loop["videos"]
