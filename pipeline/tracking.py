@@ -100,8 +100,8 @@ def store_opening(uri: str):
     """MLflow imported and its store at `uri` opened in a thread while the block runs: 1.8 s of a
     small scan (import 1.2 s, a sqlite store 0.6 s), which can pass while the driver waits on
     Ray. Yields a function that waits for it and returns `uri`; call it before the first MLflow
-    call of the block (two threads creating one new sqlite store would race). The block's end waits too, so that
-    no half-created store is left behind when the process ends.
+    call of the block (two threads creating one new sqlite store would race). The block's end
+    waits too, so that no half-created store is left behind when the process ends.
 
     Only where the command will track: opening a sqlite store creates it, which a scan refused
     for another run's lease must not do (open it once the lease is taken). A failure here is
