@@ -170,7 +170,7 @@ def predictions(videos, loaded: LoadedModel, window_seconds: float | None = None
             listed.repartition(target_num_rows_per_block=videos_per_task(video_count, cpus))
             .map_batches(classify_task, batch_size=None, batch_format="pyarrow", num_cpus=1,
                          memory=DECODE_MEMORY,
-                         fn_kwargs={**decode, "checkpoint": ray.put(loaded.checkpoint),
+                         fn_kwargs={**decode, "checkpoint": loaded.checkpoint_ref,
                                     "lineage": loaded.lineage, "batch_size": batch_size,
                                     "embeddings": embeddings})
         )
@@ -441,7 +441,7 @@ def classify(input_uri: str, output_uri: str, model_ref: str, *, window_seconds:
     ensure_ray(ray_address)
     if gpu_decoder is None:  # before OUTPUT is touched: a usage error leaves nothing behind
         decoder = decoder_choice.choose(decoder, say)
-    check_model_on_nodes(loaded.checkpoint)  # so are weights that do not load
+    check_model_on_nodes(loaded.checkpoint_ref)  # so are weights that do not load
     with commit.OutputWriter(output_uri, run_id) as writer:
         if writer.recovered:
             say(f"rolled forward crashed run(s) {', '.join(writer.recovered)}")

@@ -116,16 +116,15 @@ def check_nodes(input_uri: str, decoder: str) -> None:
     mark("nodes checked")
 
 
-def check_model_on_nodes(checkpoint: bytes) -> None:
-    """Load the checkpoint's weights on every alive Ray node, before the job's first video:
+def check_model_on_nodes(checkpoint) -> None:
+    """Load the checkpoint's weights (`checkpoint`: an object ref to its bytes,
+    model_store.LoadedModel.checkpoint_ref) on every alive Ray node, before the job's first video:
     CheckpointError when they do not load, InfrastructureError naming a node without torch.
 
     The driver reads only the checkpoint's config (model_config.py); this is where torch is
     imported, once per node, in a worker process that the job's first classify step on that node
     then reuses (its model loads in milliseconds there)."""
-    import ray
-
-    _on_every_node(load_model_here, ray.put(checkpoint))
+    _on_every_node(load_model_here, checkpoint)
     mark("model checked")
 
 

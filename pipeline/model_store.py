@@ -35,6 +35,14 @@ class LoadedModel:
     checkpoint: bytes  # the exact bytes loaded: ship these to workers, not the REF
 
     @cached_property
+    def checkpoint_ref(self):
+        """The bytes in Ray's object store (Ray must be up), put once: the model check on every
+        node and the job's classify steps fetch the same object."""
+        import ray
+
+        return ray.put(self.checkpoint)
+
+    @cached_property
     def model(self):
         """The torch model in eval mode; CheckpointError when the weights do not load."""
         from .models.checkpoint import load_checkpoint
