@@ -11,13 +11,14 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 import torch
+from checkpoints import untrained_checkpoint
 from fixtures.ray_cluster import last_json
 from videos import write_testsrc
 
 from pipeline.cli import main as vidpipe
 from pipeline.frames import sample_clip
 from pipeline.models import clips_to_tensor
-from pipeline.models.checkpoint import ModelConfig, load_checkpoint, save_checkpoint
+from pipeline.models.checkpoint import ModelConfig, load_checkpoint
 from pipeline.rows import PREDICTION_SCHEMA
 
 CLASSES = ("MoveDown", "MoveLeft", "MoveRight", "MoveUp")
@@ -25,11 +26,8 @@ CLASSES = ("MoveDown", "MoveLeft", "MoveRight", "MoveUp")
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(3)
-    config = ModelConfig("cnn3d_gru32", CLASSES, frames=12, size=48)
-    path = tmp_path_factory.mktemp("model") / "model.pt"
-    save_checkpoint(config.build(), config, path)
-    return path
+    return untrained_checkpoint(tmp_path_factory.mktemp("model") / "model.pt", CLASSES, seed=3,
+                                frames=12, size=48)
 
 
 def test_classify_s3_to_s3(ray_local, s3_endpoint, s3fs_client, motion_corpus, bad_videos,
@@ -209,9 +207,8 @@ def test_job_submitted_to_a_two_node_cluster_runs_on_both_nodes(ray_cluster, mot
 def test_classify_defaults_to_the_window_the_model_was_trained_on(ray_local, tmp_path):
     """A checkpoint records its training clip span: a longer video is cut into consecutive
     windows of that span unless told otherwise (--window-seconds 0: the whole video)."""
-    torch.manual_seed(3)
-    config = ModelConfig("cnn3d_gru32", CLASSES, frames=12, size=48, clip_seconds=2.5)
-    save_checkpoint(config.build(), config, tmp_path / "model.pt")
+    untrained_checkpoint(tmp_path / "model.pt", CLASSES, seed=3, frames=12, size=48,
+                         clip_seconds=2.5)
     (tmp_path / "in").mkdir()
     write_testsrc(tmp_path / "in" / "long.mp4", seconds=7, size="64x48", fps=10)
     for flags, out in (([], "default"), (["--window-seconds", "0"], "whole")):

@@ -18,13 +18,12 @@ from pathlib import Path
 
 import duckdb
 import pytest
-import torch
+from checkpoints import untrained_checkpoint
 from test_scan import (assert_complete, assert_exactly_once, kill_all, listed, mirror,
                        reader_rows, start_vidpipe, wait_for_line)
 from vidpipe_calls import run_vidpipe
 
 from pipeline import commit, lease, storage
-from pipeline.models.checkpoint import ModelConfig, save_checkpoint
 from pipeline.synthetic import make_corpus
 
 CLASSES = ("MoveDown", "MoveLeft", "MoveRight", "MoveUp")
@@ -32,11 +31,8 @@ CLASSES = ("MoveDown", "MoveLeft", "MoveRight", "MoveUp")
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(7)
-    config = ModelConfig("cnn3d_gru32", CLASSES, frames=8, size=32)
-    path = tmp_path_factory.mktemp("once-model") / "model.pt"
-    save_checkpoint(config.build(), config, path)
-    return path
+    return untrained_checkpoint(tmp_path_factory.mktemp("once-model") / "model.pt", CLASSES,
+                                seed=7, frames=8, size=32)
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,8 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
+from checkpoints import untrained_checkpoint
 
-from pipeline.models.checkpoint import ModelConfig, save_checkpoint
 from pipeline.synthetic import make_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,9 +30,7 @@ def test_s3_errors_for_a_while_end_in_rows_for_every_video_once(s3_proxy, s3fs_c
     s3fs_client.mkdir("faulty")
     s3fs_client.put(str(corpus) + "/", "faulty/in/", recursive=True)
     uploaded = sorted(s3fs_client.find("faulty/in"))
-    config = ModelConfig("cnn3d_gru32", ("MoveLeft", "MoveRight"), frames=8, size=32)
-    torch.manual_seed(0)
-    save_checkpoint(config.build(), config, tmp_path / "model.pt")
+    untrained_checkpoint(tmp_path / "model.pt", ("MoveLeft", "MoveRight"), frames=8, size=32)
 
     proxy, traffic = s3_proxy, s3_proxy.traffic
     env = {**os.environ, "AWS_ENDPOINT_URL": proxy.url}  # the job's only way to S3

@@ -19,12 +19,11 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pytest
-import torch
+from checkpoints import untrained_checkpoint
 from videos import run_ffmpeg, scale_mkv_duration, scale_mp4_durations, write_testsrc
 
 from pipeline.cli import main as vidpipe
 from pipeline.frames import VideoDecodeError, sample_segments
-from pipeline.models.checkpoint import ModelConfig, save_checkpoint
 
 # name -> expected status ("ok" or "error")
 EXPECTED = {
@@ -86,10 +85,7 @@ def _write_hostile(folder: Path) -> None:
 
 
 def _checkpoint(folder: Path) -> Path:
-    config = ModelConfig("cnn3d_gru32", ("A", "B"), frames=8, size=32)
-    torch.manual_seed(0)
-    save_checkpoint(config.build(), config, folder / "model.pt")
-    return folder / "model.pt"
+    return untrained_checkpoint(folder / "model.pt", frames=8, size=32)
 
 
 def _run_both(source: str, root: Path, *options: str) -> dict[str, dict[str, list[tuple]]]:

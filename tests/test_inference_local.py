@@ -12,12 +12,13 @@ import duckdb
 import numpy as np
 import pyarrow.parquet as pq
 import torch
+from checkpoints import MOTION_CLASSES, untrained_checkpoint
 from videos import write_testsrc
 
 from pipeline.frames import sample_clip
 from pipeline.inference import VIDEOS_PER_CLASSIFY_TASK, classify_sequential, videos_per_task
 from pipeline.models import clips_to_tensor
-from pipeline.models.checkpoint import ModelConfig, load_checkpoint, save_checkpoint
+from pipeline.models.checkpoint import load_checkpoint
 from pipeline.rows import PREDICTION_SCHEMA, prediction_schema
 
 
@@ -25,9 +26,7 @@ def test_sequential_classify_writes_schema_rows_and_error_rows(motion_corpus, ba
     inputs = tmp_path / "in"
     shutil.copytree(motion_corpus / "MoveLeft", inputs / "good")
     shutil.copytree(next(iter(bad_videos.values())).parent, inputs / "bad")
-    torch.manual_seed(0)
-    config = ModelConfig("cnn3d_gru32", ("MoveDown", "MoveLeft", "MoveRight", "MoveUp"))
-    save_checkpoint(config.build(), config, tmp_path / "model.pt")
+    untrained_checkpoint(tmp_path / "model.pt", MOTION_CLASSES)
 
     summary = classify_sequential(str(inputs), str(tmp_path / "out" / "p.parquet"),
                                   str(tmp_path / "model.pt"))
@@ -50,7 +49,7 @@ def test_sequential_classify_writes_schema_rows_and_error_rows(motion_corpus, ba
         row = rows[path.name]
         assert np.allclose(row["embedding"], state / np.linalg.norm(state), atol=1e-5)
         assert row["status"] == "ok" and row["error"] is None and row["segment"] == 0
-        assert row["label"] == config.class_names[int(probs.argmax())]
+        assert row["label"] == MOTION_CLASSES[int(probs.argmax())]
         assert np.isclose(row["score"], probs.max(), atol=1e-5)
         assert row["top_labels"][0] == row["label"] and len(row["top_scores"]) == 4
         assert row["model_name"] == "cnn3d_gru32" and row["model_version"].startswith("sha256:")
@@ -70,8 +69,7 @@ def test_both_decoders_give_the_same_rows(motion_corpus, bad_videos, tmp_path):
     inputs = tmp_path / "in"
     shutil.copytree(motion_corpus / "MoveUp", inputs / "good")
     shutil.copytree(next(iter(bad_videos.values())).parent, inputs / "bad")
-    config = ModelConfig("cnn3d_gru32", ("MoveDown", "MoveLeft", "MoveRight", "MoveUp"))
-    save_checkpoint(config.build(), config, tmp_path / "model.pt")
+    untrained_checkpoint(tmp_path / "model.pt", MOTION_CLASSES)
     tables = {}
     for decoder in ("pyav", "ffmpeg"):
         classify_sequential(str(inputs), str(tmp_path / f"{decoder}.parquet"),

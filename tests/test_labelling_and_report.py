@@ -21,11 +21,11 @@ import duckdb
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import torch
+from checkpoints import untrained_checkpoint
 from fixtures.browser import find_chromium, loaded_dom, screenshot
 from vidpipe_calls import run_vidpipe
 
-from pipeline.models.checkpoint import ModelConfig, load_checkpoint, save_checkpoint
+from pipeline.models.checkpoint import load_checkpoint
 from pipeline.synthetic import make_corpus
 
 CLASSES = ("MoveDown", "MoveLeft", "MoveRight", "MoveUp")
@@ -36,11 +36,8 @@ SCREENSHOT = Path("/tmp/report-screenshot.png")
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(7)
-    config = ModelConfig("cnn3d_gru32", CLASSES, frames=8, size=32)
-    path = tmp_path_factory.mktemp("analytics-model") / "model.pt"
-    save_checkpoint(config.build(), config, path)
-    return path
+    return untrained_checkpoint(tmp_path_factory.mktemp("analytics-model") / "model.pt", CLASSES,
+                                seed=7, frames=8, size=32)
 
 
 @pytest.fixture(scope="module")

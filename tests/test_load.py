@@ -20,10 +20,9 @@ import time
 
 import numpy as np
 import pytest
-import torch
+from checkpoints import untrained_checkpoint
 from fixtures.ray_cluster import last_json
 
-from pipeline.models.checkpoint import ModelConfig, save_checkpoint
 from pipeline.synthetic import encode_h264
 
 pytestmark = pytest.mark.load
@@ -90,9 +89,7 @@ def test_two_thousand_clips_with_flat_memory(ray_cluster, tmp_path):
         folder = source / f"part-{index // 200:02d}"
         folder.mkdir(exist_ok=True)
         (folder / f"clip-{index:05d}.mp4").write_bytes(clip)
-    config = ModelConfig("cnn3d_gru32", ("A", "B"), frames=8, size=32)
-    torch.manual_seed(0)
-    save_checkpoint(config.build(), config, tmp_path / "model.pt")
+    untrained_checkpoint(tmp_path / "model.pt", frames=8, size=32)
 
     samples: list[tuple[float, int]] = []
     stop = threading.Event()

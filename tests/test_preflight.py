@@ -14,9 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
-
-from pipeline.models.checkpoint import ModelConfig, save_checkpoint
+from checkpoints import untrained_checkpoint
 
 VIDPIPE = str(Path(sys.executable).parent / "vidpipe")
 ROOT = Path(__file__).resolve().parents[1]  # the checkout under test, not the editable install's
@@ -26,11 +24,8 @@ BOUND_S = 150  # importing torch and MLflow takes seconds (over a minute on a lo
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    config = ModelConfig("cnn3d_none", ("MoveLeft", "MoveRight"), frames=8, size=32)
-    path = tmp_path_factory.mktemp("model") / "model.pt"
-    save_checkpoint(config.build(), config, path)
-    return path
+    return untrained_checkpoint(tmp_path_factory.mktemp("model") / "model.pt",
+                                ("MoveLeft", "MoveRight"), "cnn3d_none", frames=8, size=32)
 
 
 @pytest.fixture(scope="module")
