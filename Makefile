@@ -4,9 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
-# Two test processes (pytest-xdist), each taking the next test module when free (the longest
-# first: tests/conftest.py): they use the CPU that tests waiting on Ray, servers and subprocesses
-# leave idle (README, Development).
+# Two test processes (pytest-xdist), each taking the next test module in file order when free: they
+# use the CPU that tests waiting on Ray, servers and subprocesses leave idle (README, Development).
 # TEST_PROCESSES=0 runs the suite in this one process.
 TEST_PROCESSES ?= 2
 PYTEST := $(BIN)/python -m pytest -n $(TEST_PROCESSES) --dist loadfile --no-loadscope-reorder

@@ -25,22 +25,6 @@ os.environ.setdefault("AWS_ACCESS_KEY_ID", "testing-key-id")
 os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "testing-secret")
 os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 
-# The modules that take longest (1.5-5.5 minutes each in `make test`'s two processes) go first,
-# in an order that puts test_training and test_readme, the two that train most, on one process
-# one after the other, beside modules that mostly wait on Ray and servers (scan, exactly-once);
-# the rest follow in file order and even out the end. In file order test_training came last and
-# the other process sat idle for its last 3 minutes (tests/benchmarks/README.md, sixth run).
-LONG_MODULES_FIRST = ("test_training.py", "test_scan.py", "test_readme.py", "test_quiet.py",
-                      "test_exactly_once.py", "test_secrets.py", "test_classify_ray.py",
-                      "test_labelling_and_report.py", "test_faults.py", "test_hostile.py")
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """LONG_MODULES_FIRST, then the other modules in file order; a module's tests keep theirs.
-    pytest-xdist (`--dist loadfile --no-loadscope-reorder`) hands modules out in this order."""
-    rank = {name: index for index, name in enumerate(LONG_MODULES_FIRST)}
-    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # a stable sort
-
 
 @pytest.fixture(scope="session")
 def bad_videos(tmp_path_factory) -> dict[str, Path]:
