@@ -586,7 +586,8 @@ def _run(request: ScanRequest, record: ScanRecord, loaded, writer, say, started:
 
     manifest = []
     if record.planned:
-        check_model_on_nodes(loaded.checkpoint_ref)  # a scan with nothing to classify needs no torch
+        # Only now: a scan with nothing to classify needs no torch.
+        check_model_on_nodes(loaded.checkpoint_ref)
         with Progress(say, total=record.planned) as progress:
             work = _read_parquet(plan_uri).filter(expr=_column("change").is_in(list(WORK)))
             rows = predictions(work, loaded, request.window_seconds, request.batch_size,

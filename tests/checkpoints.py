@@ -14,7 +14,7 @@ MOTION_CLASSES = ("MoveDown", "MoveLeft", "MoveRight", "MoveUp")
 def untrained_checkpoint(path: Path, classes: tuple[str, ...] = ("A", "B"),
                          arch: str = "cnn3d_gru32", seed: int = 0, **config) -> Path:
     """A fresh `arch` model's checkpoint at `path` (its folder created), its weights drawn from
-    `seed`: the same bytes on every run. `config`: ModelConfig's other fields (frames, size,
+    `seed`: the same weights on every run. `config`: ModelConfig's other fields (frames, size,
     clip_seconds, ...)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     model_config = ModelConfig(arch, tuple(classes), **config)

@@ -21,8 +21,9 @@ one Parquet file), and against the floor plus that loop.
 - no-op scan: `python -m pipeline.cli scan ARCHIVE OUT --model M` over 24 short videos that an
   earlier scan (untimed) has processed: listing, diff, commit and MLflow, nothing to classify.
 Targets: help <= 0.5 s; classify and the no-op scan <= 5 s, or within 1.5x of the floor where the
-floor makes 5 s impossible (each run's command over that run's floor, the median of those); N clips at least as fast as the loop, or, as Ray's start-up alone takes
-most of the loop's time, within 1.5x of that floor plus the loop.
+floor makes 5 s impossible (each run's command over that run's floor, the median of those); N
+clips at least as fast as the loop, or, as Ray's start-up alone takes most of the loop's time,
+within 1.5x of that floor plus the loop.
 """
 
 from __future__ import annotations
