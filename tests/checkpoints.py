@@ -7,8 +7,10 @@ from pathlib import Path
 import torch
 
 from pipeline.models.checkpoint import ModelConfig, save_checkpoint
+from pipeline.synthetic import DEFAULT_CLASSES
 
-MOTION_CLASSES = ("MoveDown", "MoveLeft", "MoveRight", "MoveUp")
+# The synthetic motion corpus's classes as a labelled corpus names them: sorted folder names.
+MOTION_CLASSES = tuple(sorted(DEFAULT_CLASSES))
 
 
 def untrained_checkpoint(path: Path, classes: tuple[str, ...] = ("A", "B"),

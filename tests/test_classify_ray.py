@@ -11,7 +11,7 @@ import duckdb
 import pyarrow.parquet as pq
 import pytest
 import torch
-from checkpoints import untrained_checkpoint
+from checkpoints import MOTION_CLASSES, untrained_checkpoint
 from fixtures.ray_cluster import last_json
 from videos import write_testsrc
 
@@ -21,7 +21,7 @@ from pipeline.models import clips_to_tensor
 from pipeline.models.checkpoint import ModelConfig, load_checkpoint
 from pipeline.rows import PREDICTION_SCHEMA
 
-CLASSES = ("MoveDown", "MoveLeft", "MoveRight", "MoveUp")
+CLASSES = MOTION_CLASSES
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from checkpoints import untrained_checkpoint
+from checkpoints import MOTION_CLASSES, untrained_checkpoint
 from test_scan import (assert_complete, assert_exactly_once, kill_all, listed, mirror,
                        reader_rows, start_vidpipe, wait_for_line)
 from vidpipe_calls import run_vidpipe
@@ -26,7 +26,7 @@ from vidpipe_calls import run_vidpipe
 from pipeline import commit, lease, storage
 from pipeline.synthetic import make_corpus
 
-CLASSES = ("MoveDown", "MoveLeft", "MoveRight", "MoveUp")
+CLASSES = MOTION_CLASSES
 
 
 @pytest.fixture(scope="module")

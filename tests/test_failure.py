@@ -15,7 +15,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
-import torch
+from checkpoints import untrained_checkpoint
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
@@ -25,11 +25,8 @@ from pipeline.ffmpeg_binary import ffmpeg_exe
 from pipeline.frames import DECODERS, frame_rate, sample_segments
 from pipeline.infrastructure import InfrastructureError, check_this_node
 from pipeline.model_store import load_model
-from pipeline.models.checkpoint import ModelConfig, save_checkpoint
 from pipeline.segments import decode_video
 from videos import run_ffmpeg, write_testsrc
-
-CONFIG = ModelConfig("cnn3d_gru32", ("Left", "Right"), frames=8, size=32)
 
 
 @pytest.fixture
@@ -42,8 +39,7 @@ def sqlite_registry(tmp_path, monkeypatch):
 
 
 def _register(uri: str, name: str, path, seed: int) -> str:
-    torch.manual_seed(seed)
-    save_checkpoint(CONFIG.build(), CONFIG, path)
+    untrained_checkpoint(path, ("Left", "Right"), seed=seed, frames=8, size=32)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     with mlflow.start_run():
@@ -199,8 +195,7 @@ def test_classify_without_ffmpeg_fails_with_one_line_and_writes_nothing(tmp_path
     videos.mkdir()
     for name in ("a.mp4", "b.mp4"):
         write_testsrc(videos / name, 1)
-    torch.manual_seed(0)
-    save_checkpoint(CONFIG.build(), CONFIG, tmp_path / "model.pt")
+    untrained_checkpoint(tmp_path / "model.pt", ("Left", "Right"), frames=8, size=32)
     system = "/usr/bin:/bin"  # Ray starts its workers through bash
     if shutil.which("ffmpeg", path=system):
         pytest.skip("this machine has a system ffmpeg in /usr/bin")

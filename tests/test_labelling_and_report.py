@@ -21,14 +21,14 @@ import duckdb
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from checkpoints import untrained_checkpoint
+from checkpoints import MOTION_CLASSES, untrained_checkpoint
 from fixtures.browser import find_chromium, loaded_dom, screenshot
 from vidpipe_calls import run_vidpipe
 
 from pipeline.models.checkpoint import load_checkpoint
 from pipeline.synthetic import make_corpus
 
-CLASSES = ("MoveDown", "MoveLeft", "MoveRight", "MoveUp")
+CLASSES = MOTION_CLASSES
 WINDOW = 0.75  # synthetic videos last 1.5-3 s: two to four segments each
 DATES = ("2026-03-01", "2026-03-02")
 SCREENSHOT = Path("/tmp/report-screenshot.png")

@@ -17,13 +17,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import torch
+from checkpoints import untrained_checkpoint
 from nvdec_double import SoftwareNvdec
 from videos import write_lossless_index_video, write_testsrc
 
 from pipeline.cli import main as vidpipe
 from pipeline.decoder_choice import resolve
 from pipeline.errors import DecoderUnavailable
-from pipeline.models.checkpoint import ModelConfig, save_checkpoint
 
 sys.path.insert(0, str(Path(__file__).parent / "gpu"))
 
@@ -42,11 +42,8 @@ def one_torch_thread():
 
 @pytest.fixture(scope="module")
 def model(tmp_path_factory) -> Path:
-    torch.manual_seed(3)
-    config = ModelConfig("cnn3d_gru32", ("A", "B", "C"), frames=8, size=48)
-    path = tmp_path_factory.mktemp("model") / "model.pt"
-    save_checkpoint(config.build(), config, path)
-    return path
+    return untrained_checkpoint(tmp_path_factory.mktemp("model") / "model.pt", ("A", "B", "C"),
+                                seed=3, frames=8, size=48)
 
 
 def test_decoder_choice():

@@ -31,10 +31,10 @@ import sys
 from pathlib import Path
 
 import pytest
-import torch
+from checkpoints import MOTION_CLASSES, untrained_checkpoint
 from mlflow import MlflowClient
 
-from pipeline.models.checkpoint import ModelConfig, load_checkpoint, save_checkpoint
+from pipeline.models.checkpoint import load_checkpoint
 
 VIDPIPE = str(Path(sys.executable).parent / "vidpipe")
 ROOT = Path(__file__).resolve().parents[1]  # the checkout under test, not the editable install's
@@ -53,13 +53,9 @@ def six_videos(motion_corpus, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
     # Large enough (about 3.7 MB) that Ray would put inline constructor arguments in its object store.
-    config = ModelConfig("cnn3d_gru128", ("MoveDown", "MoveLeft", "MoveRight", "MoveUp"),
-                         frames=8, size=32)
-    path = tmp_path_factory.mktemp("model") / "model.pt"
-    save_checkpoint(config.build(), config, path)
-    return path
+    return untrained_checkpoint(tmp_path_factory.mktemp("model") / "model.pt", MOTION_CLASSES,
+                                "cnn3d_gru128", frames=8, size=32)
 
 
 def run(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.CompletedProcess:

@@ -7,10 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
+from checkpoints import untrained_checkpoint
 
 from pipeline.cli import main as vidpipe
-from pipeline.models.checkpoint import ModelConfig, save_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -23,10 +22,8 @@ def store(tmp_path_factory) -> str:
 
     root = tmp_path_factory.mktemp("registry")
     uri = f"sqlite:///{root / 'mlflow.db'}"
-    config = ModelConfig("cnn3d_none", ("MoveLeft", "MoveRight"), frames=8, size=32)
-    checkpoint = root / "model.pt"
-    torch.manual_seed(0)
-    save_checkpoint(config.build(), config, checkpoint)
+    checkpoint = untrained_checkpoint(root / "model.pt", ("MoveLeft", "MoveRight"), "cnn3d_none",
+                                      frames=8, size=32)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     mlflow.set_experiment("vidpipe-train")
@@ -94,8 +91,8 @@ def test_registering_prints_nothing_and_links_each_version_to_its_run(tmp_path, 
     from pipeline.tracking import log_model
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    config = ModelConfig("cnn3d_none", ("MoveLeft", "MoveRight"), frames=8, size=32)
-    save_checkpoint(config.build(), config, tmp_path / "model.pt")
+    untrained_checkpoint(tmp_path / "model.pt", ("MoveLeft", "MoveRight"), "cnn3d_none", frames=8,
+                         size=32)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     mlflow.set_experiment("vidpipe-train")  # not the experiment id another store's test left active

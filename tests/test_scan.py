@@ -25,29 +25,25 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 import pytest
-import torch
+from checkpoints import MOTION_CLASSES, untrained_checkpoint
 from fixtures.ray_cluster import JOB_EXCLUDES, last_json
 from vidpipe_calls import run_vidpipe
 
 from pipeline import commit, lease, segments, storage
-from pipeline.models.checkpoint import ModelConfig, save_checkpoint
 from pipeline.rows import PREDICTION_SCHEMA, Lineage, error_row, rows_to_table
 from pipeline import scan
 from pipeline.scan import diff_uri_rows, state_rows, tvd
 from pipeline.synthetic import make_corpus
 
 ROOT = Path(__file__).resolve().parents[1]
-CLASSES = ("MoveDown", "MoveLeft", "MoveRight", "MoveUp")
+CLASSES = MOTION_CLASSES
 READER_GLOB = "predictions/**/*.parquet"
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    torch.manual_seed(5)
-    config = ModelConfig("cnn3d_gru32", CLASSES, frames=8, size=32)
-    path = tmp_path_factory.mktemp("scan-model") / "model.pt"
-    save_checkpoint(config.build(), config, path)
-    return path
+    return untrained_checkpoint(tmp_path_factory.mktemp("scan-model") / "model.pt", CLASSES,
+                                seed=5, frames=8, size=32)
 
 
 @pytest.fixture(scope="module")
